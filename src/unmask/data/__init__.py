@@ -1,0 +1,1 @@
+"""Data sets, one module per modality. Each depends on nothing but `layout`."""

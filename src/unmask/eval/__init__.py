@@ -1,0 +1,1 @@
+"""Evaluation: metrics per modality and task."""

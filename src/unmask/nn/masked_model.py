@@ -1,0 +1,71 @@
+"""The replace-mode masked token model (BERT, MaskGIT, masked diffusion): hidden tokens enter as the
+learned mask embedding (id V), a bidirectional Transformer reads all N tokens, and a head predicts
+the V data tokens. It is a denoiser: `model(tokens) -> logits [B, N, V]`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from ..layout import Layout
+from .embedding import Embedding
+from .heads import LogitsHead
+from .transformer import Transformer, init_weights
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    layout: Layout
+    dim: int = 128
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    positions: str = "learned"
+    # data ids allowed per segment, [lo, hi): logits outside are -inf, so no sampler can emit them
+    segment_vocab: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["layout"] = self.layout.to_dict()
+        d["segment_vocab"] = {k: list(v) for k, v in self.segment_vocab.items()}
+        return d
+
+    @staticmethod
+    def from_dict(d: dict) -> ModelConfig:
+        d = dict(d)
+        d["layout"] = Layout.from_dict(d["layout"])
+        d["segment_vocab"] = {k: tuple(v) for k, v in d.get("segment_vocab", {}).items()}
+        return ModelConfig(**d)
+
+
+class MaskedTokenModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.mask_id = config.vocab_size
+        self.embed = Embedding(config.vocab_size, config.dim, config.layout, config.positions)
+        self.encoder = Transformer(config.dim, config.depth, config.heads, config.mlp_ratio)
+        self.head = LogitsHead(config.dim, config.vocab_size)
+        allowed = torch.ones(config.layout.n, config.vocab_size, dtype=torch.bool)
+        for name, (lo, hi) in config.segment_vocab.items():
+            where = config.layout.slice(name)
+            allowed[where] = False
+            allowed[where, lo:hi] = True
+        self.register_buffer("disallowed", ~allowed, persistent=False)
+        init_weights(self)
+
+    def features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: Long[B, N] -> Float[B, N, D], after the final LayerNorm."""
+        return self.encoder(self.embed(tokens))
+
+    def forward(self, tokens: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens: Long[B, N] (mask id V at hidden places). Returns logits Float[B, N, V], or
+        Float[M, V] at the M positions where `where` (Bool[B, N]) is True."""
+        logits = self.head(self.features(tokens), where)
+        banned = self.disallowed.expand(tokens.shape[0], -1, -1)
+        banned = banned[where] if where is not None else banned
+        return logits.masked_fill(banned, float("-inf"))

@@ -1,0 +1,123 @@
+"""One contract over every masker: shape, dtype, exact count, determinism, untouched segments."""
+
+import pytest
+import torch
+
+from unmask.layout import Layout
+from unmask.masking import BernoulliMask, BlockMask, RandomMask, SpanMask, TubeMask, hide_top
+
+SEQ = Layout.seq(1, name="label") + Layout.seq(37, name="tokens")
+GRID = Layout.seq(1, name="label") + Layout.grid(8, 8, name="pixels")
+VIDEO = Layout.seq(2, name="text") + Layout.video(4, 4, 4, name="video")
+STREAMS = Layout.streams(4, 16, name="voices")
+
+# (masker, layout, segment it may hide, expected count for a ratio)
+CASES = [
+    (RandomMask(("tokens",)), SEQ, "tokens", lambda r: round(r * 37)),
+    (RandomMask(("pixels",)), GRID, "pixels", lambda r: round(r * 64)),
+    (BlockMask(("pixels",)), GRID, "pixels", lambda r: round(r * 64)),
+    (BlockMask(), STREAMS, "voices", lambda r: round(r * 64)),
+    (SpanMask(("tokens",)), SEQ, "tokens", lambda r: round(r * 37)),
+    (SpanMask(), STREAMS, "voices", lambda r: round(r * 64)),
+    (TubeMask(("video",)), VIDEO, "video", lambda r: 4 * round(r * 16)),
+]
+IDS = ["random-seq", "random-grid", "block-grid", "block-streams", "span-seq", "span-streams", "tube"]
+
+
+@pytest.mark.parametrize("masker,layout,segment,expected", CASES, ids=IDS)
+class TestMaskerContract:
+    @pytest.mark.parametrize("ratio", [0.0, 0.15, 0.5, 0.75, 0.9, 1.0])
+    def test_shape_dtype_exact_count(self, masker, layout, segment, expected, ratio):
+        mask = masker(layout, 16, ratio=ratio, generator=torch.Generator().manual_seed(1))
+        assert mask.shape == (16, layout.n) and mask.dtype == torch.bool
+        assert (mask.sum(1) == expected(ratio)).all()
+
+    def test_untouched_segments(self, masker, layout, segment, expected):
+        mask = masker(layout, 32, ratio=0.9, generator=torch.Generator().manual_seed(2))
+        outside = torch.ones(layout.n, dtype=torch.bool)
+        outside[layout.slice(segment)] = False
+        assert not mask[:, outside].any()
+
+    def test_same_generator_same_mask(self, masker, layout, segment, expected):
+        a = masker(layout, 8, ratio=0.6, generator=torch.Generator().manual_seed(3))
+        b = masker(layout, 8, ratio=0.6, generator=torch.Generator().manual_seed(3))
+        c = masker(layout, 8, ratio=0.6, generator=torch.Generator().manual_seed(4))
+        assert torch.equal(a, b)
+        assert not torch.equal(a, c)
+
+    def test_per_row_ratios(self, masker, layout, segment, expected):
+        ratios = torch.tensor([0.0, 0.25, 0.5, 1.0])
+        mask = masker(layout, 4, ratio=ratios, generator=torch.Generator().manual_seed(5))
+        assert mask.sum(1).tolist() == [expected(float(r)) for r in ratios]
+
+    def test_rows_differ(self, masker, layout, segment, expected):
+        mask = masker(layout, 8, ratio=0.5, generator=torch.Generator().manual_seed(6))
+        assert len({tuple(row.tolist()) for row in mask}) > 1
+
+    def test_bad_ratio_is_an_error(self, masker, layout, segment, expected):
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            masker(layout, 2, ratio=1.5)
+        with pytest.raises(ValueError, match="rows"):
+            masker(layout, 2, ratio=torch.tensor([0.1, 0.2, 0.3]))
+
+
+def test_per_segment_ratios_are_counted_per_segment():
+    mask = RandomMask()(GRID, 3, ratio=torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.5]]))
+    assert mask[:, 0].tolist() == [True, False, True]
+    assert mask[:, 1:].sum(1).tolist() == [0, 64, 32]
+
+
+def test_random_mask_is_uniform_over_positions():
+    mask = RandomMask()(Layout.seq(10), 20000, ratio=0.3, generator=torch.Generator().manual_seed(0))
+    freq = mask.double().mean(0)
+    assert torch.allclose(freq, torch.full_like(freq, 0.3), atol=0.015)
+
+
+def test_bernoulli_mask_rate_and_varying_counts():
+    mask = BernoulliMask()(Layout.seq(50), 4000, ratio=0.2, generator=torch.Generator().manual_seed(0))
+    assert mask.double().mean().item() == pytest.approx(0.2, abs=0.005)
+    assert mask.sum(1).unique().numel() > 5
+
+
+def test_block_mask_forms_blocks():
+    """Block masks are spatially clumped: far more hidden neighbours than random masks."""
+    g = torch.Generator().manual_seed(0)
+    lay = Layout.grid(14, 14)
+
+    def hidden_neighbour_share(mask):
+        m = mask.view(-1, 14, 14)
+        pairs = (m[:, :, 1:] & m[:, :, :-1]).sum() + (m[:, 1:] & m[:, :-1]).sum()
+        return pairs.item() / m.sum().item()
+
+    block = BlockMask(min_area=16)(lay, 64, ratio=0.4, generator=g)
+    rand = RandomMask()(lay, 64, ratio=0.4, generator=g)
+    assert hidden_neighbour_share(block) > 1.5 * hidden_neighbour_share(rand)
+
+
+def test_span_mask_makes_runs():
+    g = torch.Generator().manual_seed(0)
+    mask = SpanMask(p=0.2)(Layout.seq(200), 64, ratio=0.15, generator=g)
+    starts = (mask[:, 1:] & ~mask[:, :-1]).sum() + mask[:, 0].sum()
+    mean_run = mask.sum().item() / starts.item()
+    assert 2.5 < mean_run < 5.0  # SpanBERT: geometric(0.2) clipped at 10 has mean 3.8
+
+
+def test_tube_mask_is_identical_across_time():
+    mask = TubeMask()(Layout.video(4, 4, 4), 16, ratio=0.75, generator=torch.Generator().manual_seed(0))
+    frames = mask.view(16, 4, 16)
+    assert (frames == frames[:, :1]).all()
+
+
+def test_maskers_refuse_wrong_segment_kinds():
+    with pytest.raises(ValueError, match="video"):
+        TubeMask()(Layout.grid(4, 4), 2, ratio=0.5)
+    with pytest.raises(ValueError, match="grid"):
+        BlockMask()(Layout.seq(16), 2, ratio=0.5)
+    with pytest.raises(KeyError, match="pixels"):
+        RandomMask(("pixel",))(GRID, 2, ratio=0.5)
+
+
+def test_hide_top_picks_highest_scores():
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.7], [4.0, 3.0, 2.0, 1.0]])
+    mask = hide_top(scores, torch.tensor([2, 1]))
+    assert mask.tolist() == [[False, True, False, True], [True, False, False, False]]
