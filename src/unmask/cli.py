@@ -5,17 +5,24 @@
     unmask sample runs/digits --n 100 --out samples.png
     unmask recipes
 
-A bad input ends with one line on stderr naming what is wrong and what is allowed, exit code 2;
-`--debug` shows the traceback instead.
+    torchrun --standalone --nproc_per_node=2 -m unmask train digits --out runs/d2 parallel=fsdp
+
+`train` takes the recipe's settings and, for settings the recipe does not have, the trainer's
+(`parallel`, `micro_batch`, `keep`, `grad_clip`...; `unmask recipes` lists both). A bad input ends
+with one line on stderr naming what is wrong and what is allowed, exit code 2; `--debug` shows the
+traceback instead. Warnings are one line each; under torchrun only rank 0 shows them.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
+import warnings
 from pathlib import Path
 
-from .config import apply_overrides, describe
+from .config import apply_overrides, describe, describe_field
 from .errors import UnmaskError
 
 
@@ -53,6 +60,42 @@ def _eval_overrides(recipe, cfg, overrides):
     return new
 
 
+def _trainer_only_fields(recipe) -> list[dataclasses.Field]:
+    from .train import TrainConfig
+
+    own = {f.name for f in dataclasses.fields(recipe.Config)}
+    return [f for f in dataclasses.fields(TrainConfig) if f.name not in own]
+
+
+def _train_config(recipe, overrides: list[str]):
+    """(recipe config, trainer-only changes) from key=value strings; every key and value checked."""
+    from .train import TrainConfig
+
+    trainer_keys = {f.name for f in _trainer_only_fields(recipe)}
+    ours, theirs = [], []
+    for item in overrides:
+        key = item.partition("=")[0].strip().replace("-", "_")
+        (theirs if key in trainer_keys else ours).append(item)
+    cfg = apply_overrides(recipe.Config(), ours, other_keys=sorted(trainer_keys))
+    given = {item.partition("=")[0].strip().replace("-", "_") for item in theirs}
+    trained = apply_overrides(TrainConfig(), theirs)
+    return cfg, {k: getattr(trained, k) for k in given}
+
+
+def _check_builds(recipe, cfg) -> None:
+    """Build the recipe's objective on the meta device (no memory, no time) so that settings that do
+    not fit together (a width not divisible by the heads) are refused before any data is loaded."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            recipe.build(cfg)
+    except ValueError as e:
+        raise UnmaskError(f"the settings do not build a model: {e}") from None
+    except Exception:  # a build that cannot run on the meta device is checked by the real build
+        pass
+
+
 def run(argv: list[str]) -> int:
     from . import recipes
 
@@ -63,21 +106,37 @@ def run(argv: list[str]) -> int:
     if extra:
         args.overrides = args.overrides + extra
     if args.command == "recipes":
+        from .train import TrainConfig
+
+        defaults = TrainConfig()
         for name, module in sorted(recipes.RECIPES.items()):
             print(f"{name}: {module.SUMMARY} (papers: {', '.join(module.PAPERS)})")
             for key, value, allowed, help_ in describe(module.Config()):
                 print(f"  {key}={value}  [{allowed}]  {help_}")
+            for f in _trainer_only_fields(module):
+                print(f"  {f.name}={getattr(defaults, f.name)}  [{describe_field(f)}]  {f.metadata['help']} (trainer)")
         return 0
     if args.command == "train":
+        from .train import trainer_settings
+
         recipe = recipes.get(args.recipe)
-        cfg = apply_overrides(recipe.Config(), args.overrides)
+        cfg, settings = _train_config(recipe, args.overrides)
         run_dir = args.out or Path("runs") / recipe.NAME
-        if args.fresh and run_dir.exists():
+        if run_dir.exists() and not run_dir.is_dir():
+            raise UnmaskError(f"--out {run_dir} is a file; give a folder")
+        _check_builds(recipe, cfg)
+        if args.fresh and run_dir.exists() and os.environ.get("RANK", "0") == "0":
             import shutil
 
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
             (run_dir / "metrics.csv").unlink(missing_ok=True)
-        metrics = recipe.train(cfg, run_dir, progress=not args.no_progress)
+        import torch
+
+        # weight initialisation draws from torch's global generator: seeded by the recipe's seed, a
+        # run (and every process of a torchrun run) starts from the same weights each time
+        torch.manual_seed(getattr(cfg, "seed", 0))
+        with trainer_settings(**settings):
+            metrics = recipe.train(cfg, run_dir, progress=not args.no_progress)
         _print_metrics(run_dir, metrics)
         return 0
     recipe, cfg, objective = recipes.load_run(args.run_dir)
@@ -94,24 +153,42 @@ def run(argv: list[str]) -> int:
 
 
 def _print_metrics(run_dir: Path, metrics: dict) -> None:
+    from .train import print0
+
     for k, v in metrics.items():
-        print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
-    print(f"wrote {run_dir}/metrics.json and report.md")
+        print0(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+    print0(f"wrote {run_dir}/metrics.json and report.md")
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"unmask: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
-    try:
-        return run(argv)
-    except UnmaskError as e:
-        if debug:
-            raise
-        print(f"unmask: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("unmask: interrupted; the last checkpoint is kept", file=sys.stderr)
-        return 130
+    rank = os.environ.get("RANK", "0")
+    where = "" if rank == "0" else f" (rank {rank})"  # under torchrun every process may fail alone
+    with warnings.catch_warnings():
+        if not debug:
+            warnings.showwarning = _one_line_warning
+        if rank != "0":
+            warnings.simplefilter("ignore")
+        try:
+            return run(argv)
+        except UnmaskError as e:
+            if debug:
+                raise
+            message = str(e)
+        except OSError as e:  # a folder that cannot be written, a disk that is full
+            if debug:
+                raise
+            message = f"{e.strerror or e}: {e.filename}" if e.filename else str(e)
+        except KeyboardInterrupt:
+            print(f"unmask{where}: interrupted; the last checkpoint is kept", file=sys.stderr)
+            return 130
+    print(f"unmask: error{where}: {' '.join(message.split())}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -15,10 +15,12 @@ import typing
 
 from .errors import UnmaskError
 
+INT_LIMIT = 2**63  # integers travel as int64 (seeds, sizes), so larger ones are refused up front
 
-def option(default, *, lo=None, hi=None, lo_open=False, choices=None, help=""):
-    """A dataclass field with its allowed values: [lo, hi] (or (lo, hi] with lo_open), or choices."""
-    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices, "help": help}
+
+def option(default, *, lo=None, hi=None, lo_open=False, hi_open=False, choices=None, help=""):
+    """A dataclass field with its allowed values: [lo, hi] (open ends with lo_open / hi_open), or choices."""
+    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "choices": choices, "help": help}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -28,12 +30,13 @@ def _allowed(f: dataclasses.Field) -> str:
         return "one of " + ", ".join(map(str, m["choices"]))
     lo, hi = m.get("lo"), m.get("hi")
     left = "(" if m.get("lo_open") else "["
+    right = ")" if m.get("hi_open") else "]"
     if lo is not None and hi is not None:
-        return f"in {left}{lo}, {hi}]"
+        return f"in {left}{lo}, {hi}{right}"
     if lo is not None:
         return f"{'>' if m.get('lo_open') else '>='} {lo}"
     if hi is not None:
-        return f"<= {hi}"
+        return f"{'<' if m.get('hi_open') else '<='} {hi}"
     return "any value"
 
 
@@ -43,9 +46,11 @@ def check_value(f: dataclasses.Field, value) -> None:
         raise UnmaskError(f"{f.name}={value!r} is not allowed; {f.name} must be {_allowed(f)}")
     if isinstance(value, float) and not math.isfinite(value):
         raise UnmaskError(f"{f.name}={value} is not a finite number")
+    if isinstance(value, int) and not isinstance(value, bool) and not -INT_LIMIT < value < INT_LIMIT:
+        raise UnmaskError(f"{f.name}={value} is too large; {f.name} must be {_allowed(f)} and below 2**63")
     lo, hi = m.get("lo"), m.get("hi")
     too_low = lo is not None and (value <= lo if m.get("lo_open") else value < lo)
-    too_high = hi is not None and value > hi
+    too_high = hi is not None and (value >= hi if m.get("hi_open") else value > hi)
     if too_low or too_high:
         raise UnmaskError(f"{f.name}={value} is out of range; {f.name} must be {_allowed(f)}")
 
@@ -76,8 +81,9 @@ def _parse(f: dataclasses.Field, text: str, kind):
     return text
 
 
-def apply_overrides(cfg, overrides: list[str]):
-    """Return a copy of `cfg` with each `key=value` applied and every field validated."""
+def apply_overrides(cfg, overrides: list[str], other_keys=()):
+    """Return a copy of `cfg` with each `key=value` applied and every field validated. `other_keys`
+    are keys handled elsewhere: they count when suggesting the closest key to a misspelled one."""
     fields = {f.name: f for f in dataclasses.fields(cfg)}
     hints = typing.get_type_hints(type(cfg))
     changes = {}
@@ -87,13 +93,19 @@ def apply_overrides(cfg, overrides: list[str]):
         if not sep or not key:
             raise UnmaskError(f"override {item!r} is not of the form key=value")
         if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
+            known = [*fields, *(k for k in other_keys if k not in fields)]
+            close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise UnmaskError(f"unknown key {key!r}{hint} (keys: {', '.join(fields)})")
+            raise UnmaskError(f"unknown key {key!r}{hint} (keys: {', '.join(known)})")
         changes[key] = _parse(fields[key], text.strip(), hints[key])
     new = dataclasses.replace(cfg, **changes)
     validate(new)
     return new
+
+
+def describe_field(f: dataclasses.Field) -> str:
+    """What a field allows, in words: 'in [0.0, 1.0]', '>= 1', 'one of ddp, fsdp'."""
+    return _allowed(f)
 
 
 def describe(cfg) -> list[tuple[str, object, str, str]]:

@@ -56,7 +56,7 @@ class Embedding(nn.Module):
             self.segment = nn.Embedding(len(layout.segments), dim)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.min() < 0 or tokens.max() > self.vocab_size:
+        if tokens.numel() and (tokens.min() < 0 or tokens.max() > self.vocab_size):  # min() fails when empty
             raise ValueError(f"token ids must lie in 0..{self.vocab_size} (the mask id)")
         x = self.tokens(tokens) + self.pos[:, : tokens.shape[1]]
         if self.segment is not None:

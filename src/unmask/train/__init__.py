@@ -1,7 +1,8 @@
-"""Training: the one Trainer and its checkpoints."""
+"""Training: the one Trainer, its checkpoints, and the parallelism applied to it (`distributed.py`)."""
 
 from .checkpoint import find_checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
-from .trainer import TrainConfig, Trainer, learning_rate, step_generator
+from .distributed import is_main, print0
+from .trainer import TrainConfig, Trainer, learning_rate, step_generator, trainer_settings
 
-__all__ = ["Trainer", "TrainConfig", "learning_rate", "step_generator", "save_checkpoint",
-           "load_checkpoint", "latest_checkpoint", "find_checkpoint"]
+__all__ = ["Trainer", "TrainConfig", "learning_rate", "step_generator", "trainer_settings", "save_checkpoint",
+           "load_checkpoint", "latest_checkpoint", "find_checkpoint", "is_main", "print0"]

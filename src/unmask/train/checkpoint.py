@@ -1,9 +1,10 @@
 """Checkpoints: `model.safetensors` + `config.json` + `state.json` (+ `optimizer.safetensors`,
-`ema.safetensors`), nothing pickled.
+`ema.safetensors`), nothing pickled: loading reads safetensors and JSON only, never `torch.load`.
 
 A checkpoint is a folder `checkpoints/step_00001234/`. It is written whole into a hidden temporary
-folder, every file fsynced, then renamed into place, so a crash leaves either the old set or the
-new one. `state.json` records each file's SHA-256; a folder whose files do not match is skipped,
+folder, every file fsynced, then renamed into place and the parent folder fsynced, so a crash leaves
+either the old set or the new one (and at worst a hidden `.tmp-*` folder, removed by the next save).
+`state.json` records each file's SHA-256 and its own; a folder whose files do not match is skipped,
 with a warning, in favour of the previous one.
 """
 
@@ -17,11 +18,15 @@ import warnings
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import UnmaskError
 
 PREFIX = "step_"
+
+
+REQUIRED = ("model.safetensors", "config.json")
 
 
 def _fsync(path: Path) -> None:
@@ -34,6 +39,12 @@ def _fsync(path: Path) -> None:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _state_digest(state: dict) -> str:
+    """SHA-256 of state.json's content without its own digest (a flipped step or seed is caught)."""
+    body = {k: v for k, v in state.items() if k != "state_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def write_json(path: Path, obj) -> None:
@@ -59,7 +70,12 @@ def save_checkpoint(
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step:08d}"
     tmp = root / f".tmp-{PREFIX}{step:08d}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in root.glob(".tmp-*"):  # left by a run killed while saving
+        kept = root / stale.name.removeprefix(".tmp-old-")
+        if stale.name.startswith(".tmp-old-") and not kept.exists():
+            os.replace(stale, kept)  # killed between the two renames below: the old one goes back
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
     tmp.mkdir()
     files = {}
     for name, tensor_dict in tensors.items():
@@ -70,11 +86,19 @@ def save_checkpoint(
     (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     _fsync(tmp / "config.json")
     files["config.json"] = _sha256(tmp / "config.json")
-    (tmp / "state.json").write_text(json.dumps({**state, "step": step, "files": files}, indent=2))
+    state = {**state, "step": step, "files": files}
+    state["state_sha256"] = _state_digest(state)
+    (tmp / "state.json").write_text(json.dumps(state, indent=2))
     _fsync(tmp / "state.json")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    _fsync(tmp)
+    if final.exists():  # the same step again: move the old one aside first, never delete it first
+        old = root / f".tmp-old-{PREFIX}{step:08d}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    _fsync(root)
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -93,7 +117,14 @@ def verify(ckpt: Path) -> str | None:
         state = json.loads((ckpt / "state.json").read_text())
     except (OSError, ValueError) as e:
         return f"state.json unreadable ({e.__class__.__name__})"
-    for name, digest in state.get("files", {}).items():
+    if not (isinstance(state, dict) and isinstance(state.get("files"), dict) and isinstance(state.get("step"), int)):
+        return "state.json lacks its step or its file checksums"
+    if "state_sha256" in state and state["state_sha256"] != _state_digest(state):
+        return "state.json does not match its checksum"
+    for name in REQUIRED:
+        if name not in state["files"]:
+            return f"state.json lists no {name}"
+    for name, digest in state["files"].items():
         path = ckpt / name
         if not path.is_file():
             return f"{name} is missing"
@@ -102,14 +133,23 @@ def verify(ckpt: Path) -> str | None:
     return None
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest whole checkpoint; broken ones are skipped with a warning."""
+def newest_whole(run_dir: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """(the newest whole checkpoint or None, [(broken checkpoint newer than it, what is wrong)])."""
+    broken = []
     for ckpt in reversed(list_checkpoints(run_dir)):
         problem = verify(ckpt)
         if problem is None:
-            return ckpt
-        warnings.warn(f"skipping checkpoint {ckpt}: {problem}", stacklevel=2)
-    return None
+            return ckpt, broken
+        broken.append((ckpt, problem))
+    return None, broken
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest whole checkpoint; broken ones are skipped with a warning."""
+    ckpt, broken = newest_whole(run_dir)
+    for path, problem in broken:
+        warnings.warn(f"skipping checkpoint {path}: {problem}", stacklevel=2)
+    return ckpt
 
 
 def load_checkpoint(ckpt: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict, dict]:
@@ -118,18 +158,33 @@ def load_checkpoint(ckpt: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dic
     problem = verify(ckpt) if ckpt.is_dir() else "it does not exist"
     if problem:
         raise UnmaskError(f"checkpoint {ckpt} cannot be loaded: {problem}")
-    tensors = {p.stem: load_file(str(p)) for p in sorted(ckpt.glob("*.safetensors"))}
-    config = json.loads((ckpt / "config.json").read_text())
-    state = json.loads((ckpt / "state.json").read_text())
+    try:
+        tensors = {p.stem: load_file(str(p)) for p in sorted(ckpt.glob("*.safetensors"))}
+        config = json.loads((ckpt / "config.json").read_text())
+        state = json.loads((ckpt / "state.json").read_text())
+    except (OSError, ValueError, SafetensorError) as e:
+        raise UnmaskError(f"checkpoint {ckpt} cannot be loaded: {str(e).splitlines()[0]}") from None
+    if not isinstance(config, dict):
+        raise UnmaskError(f"checkpoint {ckpt} cannot be loaded: config.json is not a JSON object")
     return tensors, config, state
 
 
 def find_checkpoint(run_dir: Path) -> Path:
-    """The newest whole checkpoint of a run folder, or a clear error."""
+    """The newest whole checkpoint of a run folder (broken newer ones skipped with a warning), or an
+    error that says why there is none."""
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UnmaskError(f"run folder {run_dir} is a file, not a folder")
     if not run_dir.is_dir():
         raise UnmaskError(f"run folder {run_dir} does not exist")
-    ckpt = latest_checkpoint(run_dir)
+    ckpt, broken = newest_whole(run_dir)
     if ckpt is None:
-        raise UnmaskError(f"no usable checkpoint in {run_dir / 'checkpoints'}")
+        root = run_dir / "checkpoints"
+        if broken:
+            path, problem = broken[0]
+            more = f"; {len(broken) - 1} more broken" if len(broken) > 1 else ""
+            raise UnmaskError(f"no usable checkpoint in {root}: {path.name}: {problem}{more}")
+        raise UnmaskError(f"no usable checkpoint in {root}")
+    for path, problem in broken:
+        warnings.warn(f"skipping checkpoint {path}: {problem}", stacklevel=2)
     return ckpt

@@ -1,0 +1,232 @@
+"""Parallelism, applied in one place: the process group, the wrapping, the batch split and the work
+only rank 0 does. Model code is written for one device and never knows.
+
+    torchrun --standalone --nproc_per_node=2 -m unmask train digits --out runs/d2          # 2 CPU processes, gloo
+    torchrun --standalone --nproc_per_node=8 -m unmask train digits parallel=fsdp          # 8 GPUs, NCCL, FSDP2
+    torchrun --nnodes=2 --nproc_per_node=8 --node_rank=R --rdzv-backend=c10d \\
+        --rdzv-endpoint=HOST:29500 -m unmask train digits --out /shared/runs/d16           # 2 nodes x 8 GPUs
+
+The Trainer calls this module in one order:
+1. `setup()`: read RANK, LOCAL_RANK and WORLD_SIZE (torchrun sets them) and start the process group:
+   NCCL on `cuda:LOCAL_RANK` when the node has a GPU per process, gloo on the CPU otherwise. A plain
+   `unmask train` (no torchrun) trains where the recipe built the model, the CPU.
+2. `wrap(objective, parallel, device)`: move the objective to the device, then either
+   - `ddp`: every process holds all the weights; DDP averages the gradients in the backward pass; or
+   - `fsdp` (FSDP2, `fully_shard`): each block of every `nn.ModuleList`, then the root, is sharded, so a
+     process holds 1/W of the weights, gradients and optimizer state and gathers a block's weights
+     just before it runs. FSDP shards a copy: the objective passed in keeps plain tensors and gets
+     the final weights back at the end (`gather_state`), so evaluation needs no process group.
+3. The optimizer is built on the wrapped module's parameters (under FSDP, DTensor shards).
+4. `micro_batches(...)`: a step's global batch (the same indices on every process) is cut into M
+   micro-batches numbered 0..M-1, and process r takes the r-th contiguous run of M / W of them. Each
+   micro-batch draws its masks from the generator (seed, step, its number), so the draws of a step do
+   not depend on W: 2 processes x b examples give the same step as 1 process x 2b examples with
+   `micro_batch=b` (equal up to float summation order).
+5. `gather_state(...)`: every process takes part in gathering FSDP shards into whole tensors; only
+   rank 0 writes checkpoints and metrics and prints (`print0`).
+6. `teardown()`: when `Trainer.fit` ends, the final weights are gathered into the objective, the
+   process group ends and every process but rank 0 exits. Evaluation, figures and reports that a
+   recipe runs after `fit` therefore run once, on rank 0, with no change to the recipe. (A recipe
+   that trains twice, a teacher then a student, trains the second time on rank 0 alone, with a warning.)
+On a GPU the forward pass runs under bf16 autocast (`autocast`) and weights, gradients and optimizer
+state stay float32; on a CPU everything is float32. One process starts no process group and wraps
+nothing. Bit-exact resuming holds on the CPU; on a GPU some kernels (atomic adds) are not
+deterministic, so a resumed run matches an unbroken one only to rounding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..errors import UnmaskError
+
+PARALLEL = ("ddp", "fsdp")
+
+
+@dataclass(frozen=True)
+class Processes:
+    rank: int
+    local_rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    try:
+        return default if value is None else int(value)
+    except ValueError:
+        raise UnmaskError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+_ENDED = False  # set once training ended: the workers are gone and rank 0 carries on alone
+
+
+def world_size() -> int:
+    """Processes of this run: WORLD_SIZE under torchrun, else 1 (and 1 once training has ended)."""
+    if dist.is_initialized():
+        return dist.get_world_size()
+    return 1 if _ENDED else _env_int("WORLD_SIZE", 1)
+
+
+def rank() -> int:
+    if dist.is_initialized():
+        return dist.get_rank()
+    return 0 if _ENDED else _env_int("RANK", 0)
+
+
+def is_main() -> bool:
+    """True on rank 0, the one process that prints, logs, writes checkpoints and evaluates."""
+    return rank() == 0
+
+
+def print0(*args, **kwargs) -> None:
+    if is_main():
+        print(*args, **kwargs)
+
+
+def setup(device: torch.device | None = None) -> Processes:
+    """Start the process group once. A process that torchrun did not start trains on `device` (the
+    objective's own). Under torchrun every process takes `cuda:LOCAL_RANK` when this node has a GPU
+    for each of its processes (NCCL), else the CPU (gloo); `--nproc_per_node=1` is one GPU."""
+    world = world_size()
+    if _ENDED:
+        warnings.warn("a second training in this run goes on in one process: the others left when the "
+                      "first one ended", stacklevel=3)
+    if "LOCAL_RANK" not in os.environ and world == 1:
+        return Processes(0, 0, 1, device or torch.device("cpu"))
+    local = 0 if _ENDED else _env_int("LOCAL_RANK", 0)
+    per_node = _env_int("LOCAL_WORLD_SIZE", world)
+    if torch.cuda.is_available() and torch.cuda.device_count() >= per_node:
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
+    return Processes(rank(), local, world, device)
+
+
+def teardown() -> None:
+    """End the process group once training ends; what follows runs on rank 0 alone."""
+    global _ENDED
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+        _ENDED = True
+
+
+def wrap(objective: nn.Module, parallel: str, procs: Processes) -> nn.Module:
+    """The module to train: the objective itself (one process), DDP around it, or an FSDP2-sharded
+    copy of it. Blocks are sharded before the root so each block's weights are gathered alone."""
+    if parallel not in PARALLEL:
+        raise UnmaskError(f"parallel={parallel!r} is not allowed; parallel must be one of {', '.join(PARALLEL)}")
+    objective.to(procs.device)
+    if procs.world == 1:
+        return objective
+    if parallel == "ddp":
+        ids = [procs.device.index] if procs.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(objective, device_ids=ids)
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    for tensor in objective.state_dict().values():  # DDP does this itself: every process starts from rank 0's weights
+        dist.broadcast(tensor, src=0)
+    sharded = copy.deepcopy(objective)
+    # bf16 compute and fp32 gradient reduction on a GPU, like autocast for DDP
+    policy = MixedPrecisionPolicy(torch.bfloat16, torch.float32) if procs.device.type == "cuda" else None
+    kwargs = {"mp_policy": policy} if policy else {}
+    for module in list(sharded.modules()):
+        if isinstance(module, nn.ModuleList):
+            for block in module:
+                fully_shard(block, **kwargs)
+    fully_shard(sharded, **kwargs)
+    return sharded
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The module whose state_dict has the objective's own key names."""
+    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
+
+
+def micro_batches(batch_size: int, micro_batch: int, world: int, rank: int) -> tuple[int, range]:
+    """(examples per micro-batch, numbers of this process's micro-batches). micro_batch 0: one
+    micro-batch per process. Micro-batch j holds examples [j * size, (j + 1) * size) of the batch."""
+    unit = (micro_batch or 1) * world
+    if batch_size % unit:
+        what = f"micro_batch x processes = {micro_batch} x {world}" if micro_batch else "the processes"
+        raise UnmaskError(f"batch_size={batch_size} must be a multiple of {what} = {unit}")
+    size = micro_batch or batch_size // world
+    per = batch_size // size // world
+    return size, range(rank * per, (rank + 1) * per)
+
+
+@contextlib.contextmanager
+def gradient_sync(module: nn.Module, sync: bool):
+    """Reduce gradients across processes only in the last micro-batch's backward pass."""
+    if isinstance(module, nn.parallel.DistributedDataParallel) and not sync:
+        with module.no_sync():
+            yield
+        return
+    if hasattr(module, "set_requires_gradient_sync"):  # an FSDP2 module
+        module.set_requires_gradient_sync(sync)
+    yield
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on a GPU; nothing on a CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def mean_over_processes(values: list[float], procs: Processes) -> list[float]:
+    """The mean of each value over all processes (every process must call it)."""
+    if procs.world == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=procs.device)
+    dist.all_reduce(t)
+    return (t / procs.world).tolist()
+
+
+def _is_dtensor(t) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """A whole tensor on the CPU; FSDP shards are gathered (every process must call it)."""
+    if _is_dtensor(t):
+        t = t.full_tensor()
+    return t.detach().cpu()
+
+
+def gather_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: full_tensor(v) for k, v in state.items()}
+
+
+def shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`full` laid out like `like`: sharded the same way if `like` is an FSDP shard."""
+    if _is_dtensor(like):
+        from torch.distributed.tensor import distribute_tensor
+
+        return distribute_tensor(full.to(like.device), like.device_mesh, like.placements)
+    return full
+
+
+def total_norm(norm: torch.Tensor) -> float:
+    """A gradient norm as a float (FSDP returns it as a DTensor)."""
+    return float(full_tensor(norm))
