@@ -1,31 +1,37 @@
 # The two commands of the README: `make demo` (main job) and `make test`.
-# Each makes its own virtual environment and installs what it needs.
+# Each makes its own virtual environment and installs what it needs (torch pinned to the CPU build
+# by constraints.txt).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+PIP := $(BIN)/pip install -q --disable-pip-version-check -c constraints.txt
+CORE := $(VENV)/.core-installed
+DEV := $(VENV)/.dev-installed
 
 .PHONY: demo test test-all lint bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(CORE): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
-	touch $(STAMP)
+	$(PIP) -e .
+	touch $(CORE)
 
-demo: $(STAMP)
-	$(BIN)/unmask train digits --out runs/digits
+$(DEV): $(CORE)
+	$(PIP) -e '.[dev,bench,text]'
+	touch $(DEV)
 
-test: $(STAMP)
+demo: $(CORE)
+	$(BIN)/unmask train digits --out runs/digits --no-progress
+
+test: $(DEV)
 	$(BIN)/python -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(DEV)
 	$(BIN)/python -m pytest -q -m ''
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check src tests benchmarks
 
-bench: $(STAMP)
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev,bench]'
+bench: $(DEV)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
