@@ -20,7 +20,7 @@ $(DEV): $(CORE)
 	touch $(DEV)
 
 demo: $(CORE)
-	$(BIN)/unmask train digits --out runs/digits --no-progress
+	$(BIN)/unmask train digits --out runs/digits
 
 test: $(DEV)
 	$(BIN)/python -m pytest -q
