@@ -9,22 +9,61 @@ import torch
 
 from toys import ExactJoint, Factorised, Recorder, empirical, total_variation, uniform_denoiser
 from unmask.sampling import (
+    AmusedSampler,
     AncestralSampler,
+    ConstrainedSampler,
+    DreamSampler,
+    ENATSampler,
     FirstHittingSampler,
+    LLaDASampler,
+    MagnetSampler,
     MaskGITSampler,
+    RCRSampler,
+    ReCAPSampler,
+    ThresholdSampler,
     generate,
 )
 from unmask.schedules import Schedule
 
 V = 5
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Sampler steps on toy tensors are tiny: waking intra-op threads costs more than the work."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def accept_all(row, position, token):
+    return True
+
+
 SAMPLERS = [
     MaskGITSampler(steps=4),
     MaskGITSampler(steps=6, order="random", schedule=Schedule("linear")),
     AncestralSampler(steps=10),
     AncestralSampler(steps=1000),
     FirstHittingSampler(),
+    AmusedSampler(steps=6),
+    LLaDASampler(steps=12, block_length=4, temperature=1.0),
+    LLaDASampler(steps=6, remasking="random", temperature=1.0),
+    DreamSampler(steps=8, alg="maskgit_plus", temperature=1.0, top_p=1.0),
+    DreamSampler(steps=8, alg="topk_margin", alg_temp=0.5),
+    DreamSampler(steps=8, alg="entropy"),
+    ThresholdSampler(0.9, block_length=4, temperature=1.0),
+    ThresholdSampler(0.5, measure="entropy", block_length=None, temperature=1.0),
+    RCRSampler(steps=8, block_length=4, temperature=1.0),
+    MagnetSampler(3, 4, steps=(2, 3, 2), span_len=2),
+    ReCAPSampler(steps=6, pre_full=2, cache_steps=1, temperature=1.0),
+    ENATSampler(steps=6, temperature=1.0, choice_temperature=1.0),
+    ConstrainedSampler(accept_all, steps=4),
 ]
-IDS = ["maskgit", "maskgit-random", "ancestral-10", "ancestral-1000", "first-hitting"]
+IDS = ["maskgit", "maskgit-random", "ancestral-10", "ancestral-1000", "first-hitting", "amused", "llada-blocks",
+       "llada-random", "dream-maskgit-plus", "dream-margin-alg-temp", "dream-entropy", "threshold-confidence",
+       "threshold-entropy", "rcr", "magnet", "recap", "enat", "awrs"]
 
 
 def canvas_with_prompt(b=6, n=12, seed=0):

@@ -17,10 +17,17 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                past: tuple[torch.Tensor, torch.Tensor] | None = None, kv_out: list | None = None) -> torch.Tensor:
+        """past: (k, v), each [B, H, M, D/H], keys and values placed before x's own (attn_mask then
+        covers M + N keys). kv_out: a list that receives this layer's own (k, v) [B, H, N, D/H]."""
         b, n, d = x.shape
         # [B, N, 3D] -> 3 x [B, H, N, D/H]
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if kv_out is not None:
+            kv_out.append((k, v))
+        if past is not None:
+            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.proj(y.transpose(1, 2).reshape(b, n, d))
 
@@ -34,8 +41,9 @@ class Block(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), attn_mask)
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                past: tuple[torch.Tensor, torch.Tensor] | None = None, kv_out: list | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), attn_mask, past, kv_out)
         return x + self.mlp(self.norm2(x))
 
 
@@ -44,6 +52,13 @@ class Transformer(nn.Module):
 
     attn_mask: optional Bool (True = may attend) or additive float mask, broadcastable to
     [B, heads, N, N].
+
+    Cached keys and values (for decoders that re-read only some positions, ReCAP P22, ENAT P20):
+    `keep_kv` (Long[B, M]) also returns, per layer, the (k, v) [B, heads, M, D/heads] of those
+    positions of x; `past` (one (k, v) [B, heads, M', D/heads] per layer) adds keys and values that
+    x attends to besides its own, placed first, so attn_mask then covers [B, heads, N, M' + N].
+    Reading all N positions with `keep_kv` and then some of them with `past` = the kept K/V of the
+    others gives the same output at those positions as the full forward, while nothing changed.
     """
 
     def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0):
@@ -51,10 +66,25 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x, attn_mask)
-        return self.norm(x)
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, *,
+                past: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                keep_kv: torch.Tensor | None = None):
+        if past is not None and len(past) != len(self.blocks):
+            raise ValueError(f"past holds K/V for {len(past)} layers; this Transformer has {len(self.blocks)}")
+        kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for i, block in enumerate(self.blocks):
+            fresh: list | None = [] if keep_kv is not None else None
+            x = block(x, attn_mask, None if past is None else past[i], fresh)
+            if fresh:
+                kept.append(tuple(t.gather(2, _head_index(keep_kv, t)) for t in fresh[0]))
+        x = self.norm(x)
+        return x if keep_kv is None else (x, kept)
+
+
+def _head_index(index: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Long[B, M] positions -> an index that gathers them from [B, H, N, Dh] along N."""
+    b, h, _, dh = t.shape
+    return index.view(b, 1, -1, 1).expand(b, h, index.shape[1], dh)
 
 
 def init_weights(module: nn.Module) -> None:

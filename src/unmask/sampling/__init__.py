@@ -1,10 +1,21 @@
 """Sampling: the one `generate` loop, the float64 draw, and the step policies."""
 
+from .amused import AmusedSampler, AmusedState
 from .ancestral import AncestralSampler, AncestralState
-from .categorical import categorical, gumbel, inverse_cdf, token_logp
+from .categorical import categorical, gumbel, inverse_cdf, nucleus, token_logp
+from .constrained import ConstrainedSampler, ConstrainedState, awrs
+from .dream import DreamSampler, DreamState
+from .enat import ENATSampler, ENATState
 from .first_hitting import FirstHittingSampler, FirstHittingState
 from .generate import GenerationOutput, generate
+from .guidance import ClassifierFreeGuidance, GuidanceSchedule, guidance_scale
+from .kv_cache import CachedDenoiser, KVCache
+from .llada import LLaDASampler, LLaDAState
+from .magnet import MagnetSampler, MagnetState
 from .maskgit import MaskGITSampler, MaskGITState
+from .rcr import RCRSampler, RCRState
+from .recap import ReCAPSampler, ReCAPState
+from .threshold import ThresholdSampler, ThresholdState
 
 __all__ = [
     "generate",
@@ -19,4 +30,29 @@ __all__ = [
     "AncestralState",
     "FirstHittingSampler",
     "FirstHittingState",
+    "nucleus",
+    "AmusedSampler",
+    "AmusedState",
+    "LLaDASampler",
+    "LLaDAState",
+    "DreamSampler",
+    "DreamState",
+    "ThresholdSampler",
+    "ThresholdState",
+    "RCRSampler",
+    "RCRState",
+    "MagnetSampler",
+    "MagnetState",
+    "ReCAPSampler",
+    "ReCAPState",
+    "ENATSampler",
+    "ENATState",
+    "ConstrainedSampler",
+    "ConstrainedState",
+    "awrs",
+    "ClassifierFreeGuidance",
+    "GuidanceSchedule",
+    "guidance_scale",
+    "CachedDenoiser",
+    "KVCache",
 ]

@@ -21,14 +21,37 @@ def categorical(
     logits: [..., V] float (-inf allowed; not all -inf). temperature 0 means argmax.
     Returns Long[...].
     """
+    return categorical_logp(logits, temperature, generator)[0]
+
+
+def categorical_logp(
+    logits: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None,
+    where: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`categorical`, and the float64 log-probability of each drawn token under the distribution it
+    was drawn from (under softmax(logits) for temperature 0). Returns (Long[...], Float64[...]).
+
+    where: Bool[...] (logits' leading shape): draw only there and return Long[M], Float64[M] in
+    row-major order, as `categorical_logp(logits[where])` would, without copying the logits.
+    """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if logits.shape[-1] == 0:
         raise ValueError("cannot draw from an empty vocabulary")
+    if where is not None:
+        rows = torch.nonzero(where.reshape(-1)).squeeze(1)
+        flat = logits.reshape(-1, logits.shape[-1])
+        if rows.numel() == flat.shape[0]:
+            rows = None  # everything is drawn: no gather
+    else:
+        rows, flat = None, logits
     if temperature == 0 or logits.numel() == 0:
-        return logits.argmax(-1)
-    u = torch.rand(logits.shape[:-1], generator=generator, dtype=torch.float64, device=logits.device)
-    return inverse_cdf(logits, u, temperature)
+        picked = flat if rows is None else flat[rows]
+        tokens = picked.argmax(-1)
+        return tokens, token_logp(picked, tokens).double()
+    shape = logits.shape[:-1] if rows is None else rows.shape
+    u = torch.rand(shape, generator=generator, dtype=torch.float64, device=logits.device)
+    return _inverse_cdf(flat, u, temperature, rows)
 
 
 def inverse_cdf(logits: torch.Tensor, u: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -36,14 +59,41 @@ def inverse_cdf(logits: torch.Tensor, u: torch.Tensor, temperature: float = 1.0)
 
     Token v is returned for u in [F(v-1), F(v)), an interval as wide as its probability.
     """
-    flat = logits.reshape(-1, logits.shape[-1]).double() / temperature
-    weights = (flat - flat.max(-1, keepdim=True).values).exp_()
-    cdf = weights.cumsum_(-1)
-    total = cdf[:, -1:]
-    # u * total rounded up to total would pick past the last token that has any mass
-    target = torch.minimum(u.reshape(-1, 1).double() * total, torch.nextafter(total, torch.zeros_like(total)))
-    # first index whose cdf exceeds the target; zero-probability tokens are flat steps, never chosen
-    return torch.searchsorted(cdf, target, right=True).reshape(logits.shape[:-1])
+    return _inverse_cdf(logits, u, temperature)[0]
+
+
+# float64 rows are processed a few hundred at a time: a whole [M, V] float64 buffer is fresh memory
+# on every call and touching it costs more than the arithmetic; a block of about 1 MB stays in cache
+_BLOCK_ELEMENTS = 2**17
+
+
+def _inverse_cdf(logits: torch.Tensor, u: torch.Tensor, temperature: float,
+                 index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draws for every row of logits [..., V], or for the rows `index` (Long[M]) of its flat view."""
+    v = logits.shape[-1]
+    flat, uf = logits.reshape(-1, v), u.reshape(-1)
+    m = flat.shape[0] if index is None else index.shape[0]
+    tokens = torch.empty(m, dtype=torch.long, device=logits.device)
+    logp = torch.empty(m, dtype=torch.float64, device=logits.device)
+    rows = max(16, _BLOCK_ELEMENTS // v)  # at least 16: a loop step per row costs more for huge V
+    for lo in range(0, m, rows):
+        block = flat[lo : lo + rows] if index is None else flat.index_select(0, index[lo : lo + rows])
+        top = block.max(-1, keepdim=True).values.double()  # the max needs no wider copy
+        x = block.to(torch.float64, copy=True)  # never the caller's tensor: it is changed in place below
+        if temperature != 1:
+            x.div_(temperature)
+            top.div_(temperature)
+        cdf = x.sub_(top).exp_().cumsum_(-1)
+        total = cdf[:, -1:]
+        # u * total rounded up to total would pick past the last token that has any mass
+        target = torch.minimum(uf[lo : lo + rows, None] * total, torch.nextafter(total, torch.zeros_like(total)))
+        # first index whose cdf exceeds the target; zero-probability tokens are flat steps, never chosen
+        picked = torch.searchsorted(cdf, target, right=True)
+        tokens[lo : lo + rows] = picked.squeeze(1)
+        chosen = block.gather(1, picked).double().div_(temperature)
+        logp[lo : lo + rows] = (chosen - top - total.log()).squeeze(1)
+    shape = logits.shape[:-1] if index is None else index.shape
+    return tokens.reshape(shape), logp.reshape(shape)
 
 
 def gumbel(shape, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
@@ -58,3 +108,45 @@ def token_logp(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 
     scaled = logits.float() / temperature if temperature > 0 else logits.float()
     picked = scaled.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     return picked - torch.logsumexp(scaled, dim=-1)
+
+
+def nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose probability reaches `top_p` (Holtzman et al.
+    2020); the rest become -inf. logits: [..., V] float -> same shape. top_p >= 1 keeps everything.
+
+    A token is kept when the mass of the tokens strictly more likely than it is below `top_p`, so the
+    most likely token always survives.
+    """
+    if not 0 < top_p:
+        raise ValueError(f"top_p must be > 0, got {top_p}")
+    if top_p >= 1:
+        return logits
+    sorted_logits, order = logits.double().sort(-1, descending=True)
+    before = sorted_logits.softmax(-1).cumsum(-1) - sorted_logits.softmax(-1)
+    drop_sorted = before >= top_p
+    drop = torch.zeros_like(drop_sorted).scatter_(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+# --- float32 draws of peer libraries, kept only for bit-compatibility --------------------------
+# diffusers' aMUSEd scheduler draws tokens with torch.multinomial and its choice noise from float32
+# uniforms. Reproducing its outputs for the same torch.Generator needs those very draws; they carry
+# the float32 tail truncation described above (P39), so no other sampler uses them.
+
+
+def float32_multinomial(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """torch.multinomial(probs, 1) row by row, on the generator's device. probs: [M, V] -> Long[M]."""
+    device = probs.device
+    if generator is not None:
+        probs = probs.to(generator.device)
+    if probs.device.type == "cpu" and probs.dtype != torch.float32:
+        probs = probs.float()  # CPU multinomial has no half-precision kernel
+    return torch.multinomial(probs, 1, generator=generator)[:, 0].to(device)
+
+
+def float32_gumbel(like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Gumbel noise shaped and typed like `like` from uniforms of its dtype, clamped at 1e-20 (the
+    convention of diffusers' aMUSEd scheduler)."""
+    device = generator.device if generator is not None else like.device
+    u = torch.zeros_like(like, device=device).uniform_(0, 1, generator=generator).to(like.device)
+    return -torch.log((-torch.log(u.clamp(1e-20))).clamp(1e-20))

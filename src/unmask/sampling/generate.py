@@ -6,9 +6,18 @@ A sampler is a frozen dataclass of settings with two methods:
   can be saved as JSON with `dataclasses.asdict`);
 - `step(logits: Float[B, N, V], tokens: Long[B, N], state, generator) -> (tokens, state)`: hidden
   places hold the mask id V; the sampler returns the next tokens and state.
+and two optional ones:
+- `progress(state) -> float | list[float]`: the share of decoding done before the next step, read
+  by denoisers that change with it (guidance schedules); without it the loop uses the share of the
+  row's hidden places already filled;
+- `light_queries(state, hidden) -> Bool[B, N] | None`: positions the next read may be limited to,
+  against cached keys and values (ReCAP, ENAT-style reuse); None asks for a full read;
+- `revisable(state) -> Bool[B, N]`: places the sampler committed and may hide again (RCR), so a
+  resumed run does not take them for given canvas positions.
 The loop owns what every sampler shares: the denoiser calls and their count (NFE), reusing the last
-logits when a step changed nothing (MDLM's cache; valid for denoisers not conditioned on time), and
-the guarantee that canvas positions not equal to the mask id never change.
+logits when a step changed nothing (MDLM's cache; valid for denoisers not conditioned on time), the
+K/V cache of denoisers that offer light reads (`kv_cache.py`), and the guarantee that canvas
+positions not equal to the mask id never change.
 """
 
 from __future__ import annotations
@@ -21,9 +30,10 @@ import torch
 
 class GenerationOutput(NamedTuple):
     tokens: torch.Tensor  # Long[B, N], no mask id left
-    nfe: int  # denoiser calls
+    nfe: int  # full denoiser calls
     state: Any  # the sampler's final state
-    steps: int  # sampler steps taken (>= nfe when calls were reused)
+    steps: int  # sampler steps taken (>= nfe + light when calls were reused)
+    light: int = 0  # light reads against cached keys and values
 
 
 @torch.no_grad()
@@ -43,7 +53,8 @@ def generate(
 
     denoiser(tokens: Long[B, N], **condition) -> logits Float[B, N, V] with V == mask_id.
     `state` resumes a saved run (pass the partly filled tokens as canvas). With `time_conditioned`,
-    the denoiser is called at every step (its output may change with time alone).
+    the denoiser is called at every step (its output may change with time alone); so is a denoiser
+    whose `uses_progress` is true, and it also receives `progress=Float64[B]`.
     """
     if canvas.dtype != torch.long or canvas.ndim != 2:
         raise ValueError(f"canvas must be Long[B, N], got {canvas.dtype} {tuple(canvas.shape)}")
@@ -53,24 +64,56 @@ def generate(
     fixed = canvas != mask_id
     if state is None:
         state = sampler.start(~fixed)
-    nfe = steps = 0
-    logits = None
-    while (tokens == mask_id).any():
+    elif hasattr(sampler, "revisable"):
+        fixed = fixed & ~sampler.revisable(state).to(fixed.device)
+    wants_progress = bool(getattr(denoiser, "uses_progress", False))
+    every_step = time_conditioned or wants_progress
+    light_queries = getattr(sampler, "light_queries", None)
+    cached = light_queries is not None and hasattr(denoiser, "light") and hasattr(denoiser, "full")
+    to_fill = (tokens == mask_id).sum(1)
+    nfe = light = steps = 0
+    logits = last = cache = None
+    hidden = tokens == mask_id
+    while hidden.any():
         if steps >= max_steps:
             raise RuntimeError(f"{type(sampler).__name__} left tokens hidden after {steps} steps")
-        if logits is None or time_conditioned:
-            logits = denoiser(tokens, **condition)
-            nfe += 1
-            if logits.shape[:2] != tokens.shape or logits.shape[-1] != mask_id:
-                raise ValueError(
-                    f"denoiser returned {tuple(logits.shape)}; expected [B, N, V] = "
-                    f"[{tokens.shape[0]}, {tokens.shape[1]}, {mask_id}]"
-                )
+        if logits is None or every_step:
+            extra = {"progress": _progress(sampler, state, hidden, to_fill)} if wants_progress else {}
+            queries = light_queries(state, hidden) if cached and cache is not None else None
+            if queries is not None:
+                queries = queries | (tokens != cache.tokens)  # a changed token's cached K/V is stale
+                part, cache = denoiser.light(tokens, queries, cache, **condition, **extra)
+                logits = last.clone()
+                logits[queries] = part.to(logits.dtype)
+                light += 1
+            else:
+                if cached:
+                    logits, cache = denoiser.full(tokens, **condition, **extra)
+                else:
+                    logits = denoiser(tokens, **condition, **extra)
+                nfe += 1
+                if logits.shape[:2] != tokens.shape or logits.shape[-1] != mask_id:
+                    raise ValueError(
+                        f"denoiser returned {tuple(logits.shape)}; expected [B, N, V] = "
+                        f"[{tokens.shape[0]}, {tokens.shape[1]}, {mask_id}]"
+                    )
+            last = logits
         new, state = sampler.step(logits, tokens, state, generator)
         steps += 1
-        if not torch.equal(new[fixed], canvas[fixed]):
+        changed = new != tokens
+        if (changed & fixed).any():
             raise RuntimeError(f"{type(sampler).__name__} changed a fixed canvas position")
-        if not torch.equal(new, tokens):
+        if changed.any():
             logits = None  # the input changed: the next step needs a fresh call
-        tokens = new
-    return GenerationOutput(tokens, nfe, state, steps)
+            tokens = new
+            hidden = tokens == mask_id
+    return GenerationOutput(tokens, nfe, state, steps, light)
+
+
+def _progress(sampler, state, hidden: torch.Tensor, to_fill: torch.Tensor) -> torch.Tensor:
+    """Float64[B]: the sampler's own progress, or the share of each row's places already filled."""
+    b = hidden.shape[0]
+    if hasattr(sampler, "progress"):
+        return torch.as_tensor(sampler.progress(state), dtype=torch.float64).expand(b).clone()
+    left = hidden.sum(1).double()
+    return (1 - left / to_fill.clamp(min=1).double()).cpu()

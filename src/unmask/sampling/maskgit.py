@@ -17,7 +17,7 @@ import torch
 
 from ..masking.base import hide_top
 from ..schedules import Schedule
-from .categorical import categorical, gumbel, token_logp
+from .categorical import categorical_logp, gumbel
 
 
 @dataclass
@@ -45,6 +45,9 @@ class MaskGITSampler:
     def start(self, hidden: torch.Tensor) -> MaskGITState:
         return MaskGITState(step=0, n0=hidden.sum(1).tolist())
 
+    def progress(self, state: MaskGITState) -> float:
+        return state.step / self.steps
+
     def keep_hidden(self, state: MaskGITState, prev: torch.Tensor) -> torch.Tensor:
         """Tokens per row that stay hidden after this step. prev: Long[B] hidden now."""
         if state.step >= self.steps - 1:
@@ -59,14 +62,13 @@ class MaskGITSampler:
         hidden = tokens == mask_id
         keep = self.keep_hidden(state, hidden.sum(1))
         proposals = tokens.clone()
-        at = logits[hidden]  # [M, V]
-        drawn = categorical(at, self.temperature, generator)
+        drawn, logp = categorical_logp(logits, self.temperature, generator, where=hidden)  # [M]
         proposals[hidden] = drawn
         if self.order == "random":
             score = torch.rand(drawn.shape, generator=generator, dtype=torch.float64)
         else:
             r = (state.step + 1) / self.steps
-            score = token_logp(at, drawn, self.temperature or 1.0).double()
+            score = logp
             if self.choice_temperature > 0:
                 noise = gumbel(drawn.shape, generator, device=score.device)
                 score = score + self.choice_temperature * (1 - r) * noise

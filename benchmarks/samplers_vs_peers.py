@@ -1,0 +1,141 @@
+"""Our MaskGIT sampler against peers on one shared denoiser, timed in one process, interleaved.
+
+One tiny bidirectional Transformer (x-transformers `TransformerWrapper`, 4 layers, width 256, 256
+tokens, vocabulary 1024 + the mask id, batch 16, 12 steps) is driven three ways:
+- ours: `generate(denoiser, canvas, MaskGITSampler(12))`;
+- diffusers: a loop over `AmusedScheduler.step` (the aMUSEd / MUSE scheduler);
+- x-transformers: `NonAutoregressiveWrapper.generate` (its own MaskGIT loop).
+The denoiser's own time inside our run is measured by a timer around the network call, so our
+overhead (total minus denoiser) is reported as a share of the denoiser time. A second part compares
+first-hitting sampling with 1000-step ancestral sampling on the same network: calls and wall time.
+
+    .venv/bin/python benchmarks/samplers_vs_peers.py            # about 6 minutes on one CPU core
+    .venv/bin/python benchmarks/samplers_vs_peers.py --repeats 7 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from unmask.sampling import AncestralSampler, FirstHittingSampler, MaskGITSampler, generate
+
+V, N, B, STEPS = 1024, 256, 16, 12
+
+
+def build_net(seed: int = 0):
+    from x_transformers import Encoder, TransformerWrapper
+
+    torch.manual_seed(seed)
+    return TransformerWrapper(num_tokens=V + 1, max_seq_len=N, attn_layers=Encoder(dim=256, depth=4, heads=4)).eval()
+
+
+class Timed:
+    """Our denoiser: the shared network, logits over the V data ids, with its time accumulated."""
+
+    def __init__(self, net):
+        self.net, self.seconds, self.calls = net, 0.0, 0
+
+    def __call__(self, tokens):
+        t = time.perf_counter()
+        logits = self.net(tokens)[..., :V]
+        self.seconds += time.perf_counter() - t
+        self.calls += 1
+        return logits
+
+
+def run_ours(net, seed):
+    den = Timed(net)
+    t = time.perf_counter()
+    out = generate(den, torch.full((B, N), V), MaskGITSampler(STEPS), mask_id=V,
+                   generator=torch.Generator().manual_seed(seed))
+    total = time.perf_counter() - t
+    assert not (out.tokens == V).any() and out.nfe == STEPS
+    return total, den.seconds
+
+
+def run_diffusers(net, seed):
+    from diffusers import AmusedScheduler
+
+    sched = AmusedScheduler(mask_token_id=V)
+    sched.set_timesteps(STEPS)
+    g = torch.Generator().manual_seed(seed)
+    t = time.perf_counter()
+    x = torch.full((B, N), V)
+    for step in sched.timesteps:
+        x = sched.step(net(x)[..., :V], step, x, generator=g).prev_sample
+    total = time.perf_counter() - t
+    assert not (x == V).any()
+    return total
+
+
+def run_x_transformers(wrapper, seed):
+    torch.manual_seed(seed)
+    t = time.perf_counter()
+    wrapper.generate(batch_size=B)
+    return time.perf_counter() - t
+
+
+@torch.no_grad()
+def peers(repeats: int) -> dict:
+    from x_transformers import NonAutoregressiveWrapper
+
+    net = build_net()
+    wrapper = NonAutoregressiveWrapper(net, mask_id=V, steps=STEPS, schedule="cosine").eval()
+    times = {"ours": [], "denoiser (in ours)": [], "diffusers AmusedScheduler": [], "x-transformers NAR": []}
+    run_ours(net, 0)  # warm-up: first calls allocate
+    for r in range(repeats):
+        total, den = run_ours(net, r)
+        times["ours"].append(total)
+        times["denoiser (in ours)"].append(den)
+        times["diffusers AmusedScheduler"].append(run_diffusers(net, r))
+        times["x-transformers NAR"].append(run_x_transformers(wrapper, r))
+    return {k: statistics.median(v) * 1000 for k, v in times.items()}
+
+
+@torch.no_grad()
+def first_hitting_vs_ancestral(batch: int) -> dict:
+    """Both samplers fill all N places of `batch` rows once. Ancestral sampling reuses the last logits
+    after a step that revealed nothing in any row (MDLM's cache), so its calls are the steps at which
+    some row changed; without the cache it would make all 1000."""
+    net = build_net()
+    res = {}
+    for name, sampler in [("first-hitting", FirstHittingSampler()), ("ancestral-1000", AncestralSampler(1000))]:
+        den = Timed(net)
+        t = time.perf_counter()
+        out = generate(den, torch.full((batch, N), V), sampler, mask_id=V, generator=torch.Generator().manual_seed(0))
+        res[name] = ((time.perf_counter() - t) * 1000, out.nfe, den.seconds * 1000)
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip-fhs", action="store_true", help="skip first-hitting vs ancestral (slowest part)")
+    ap.add_argument("--fhs-batch", type=int, default=4, help="rows for first-hitting vs ancestral")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"shared denoiser: 4 layers, width 256, N={N}, V={V}, batch {B}, {STEPS} steps; "
+          f"{args.repeats} interleaved repeats, median; {args.threads} thread(s)")
+    ms = peers(args.repeats)
+    ours, den = ms["ours"], ms["denoiser (in ours)"]
+    for k, v in ms.items():
+        print(f"  {k:28s} {v:9.1f} ms")
+    print(f"  our overhead beyond the denoiser: {ours - den:.1f} ms = {100 * (ours - den) / den:.2f}% of denoiser time")
+    print(f"  ours / diffusers loop: {ours / ms['diffusers AmusedScheduler']:.3f}; "
+          f"ours / x-transformers: {ours / ms['x-transformers NAR']:.3f}")
+    if not args.skip_fhs:
+        res = first_hitting_vs_ancestral(args.fhs_batch)
+        (fw, fn, fd), (aw, an, ad) = res["first-hitting"], res["ancestral-1000"]
+        print(f"first-hitting vs ancestral, same network, {args.fhs_batch} rows x {N} places:")
+        print(f"  first-hitting:             {fn:5d} calls, {fw:9.0f} ms ({fw - fd:.0f} ms outside the network)")
+        print(f"  ancestral 1000 (cached):   {an:5d} calls, {aw:9.0f} ms ({aw - ad:.0f} ms outside the network)")
+        print(f"  ancestral / first-hitting: calls x{an / fn:.2f}, wall time x{aw / fw:.2f}")
+
+
+if __name__ == "__main__":
+    main()

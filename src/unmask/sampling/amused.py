@@ -1,0 +1,87 @@
+"""aMUSEd decoding (Patil et al. 2024, "aMUSEd: an open MUSE reproduction"), step for step as
+diffusers' `AmusedScheduler.step`, so a model served by diffusers gives the same tokens here.
+
+The idea is MaskGIT's (Chang et al. 2022): draw every hidden token, keep the most confident, hide the
+rest again. aMUSEd differs in three details that this file keeps: the count to re-hide is
+`floor(L * gamma(r) * starting_mask_ratio)` with L the full sequence length (not the hidden count
+at the start), the choice temperature follows `linspace(a, b, T)` (a scalar a means
+`linspace(a, 0.01, T)`), and the tokens are drawn by float32 `torch.multinomial` with float32 choice
+noise. With the same logits and the same `torch.Generator`, `step` returns what diffusers returns.
+
+Two deliberate differences, both where diffusers misbehaves: given tokens get confidence +inf (diffusers
+uses the largest finite float, so a huge choice temperature can re-hide a given token), and a row with
+nothing hidden is left alone (diffusers would re-hide one given token there).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .categorical import float32_gumbel, float32_multinomial
+
+
+@dataclass
+class AmusedState:
+    step: int
+
+
+@dataclass(frozen=True)
+class AmusedSampler:
+    """steps: T; schedule: "cosine" or "linear"; choice_temperature: (start, end) or a start that
+    decays to 0.01; starting_mask_ratio: scales the re-hidden count (diffusers' img2img setting)."""
+
+    steps: int = 12
+    schedule: str = "cosine"
+    choice_temperature: float | tuple[float, float] = (2.0, 0.0)
+    starting_mask_ratio: float = 1.0
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.schedule not in ("cosine", "linear"):
+            raise ValueError(f"schedule must be 'cosine' or 'linear', got {self.schedule!r}")
+        temps = self.choice_temperature
+        if isinstance(temps, (tuple, list)) and len(temps) != 2:
+            raise ValueError(f"choice_temperature must be a number or (start, end), got {temps!r}")
+        if not 0 <= self.starting_mask_ratio <= 1:
+            raise ValueError(f"starting_mask_ratio must lie in [0, 1], got {self.starting_mask_ratio}")
+
+    def start(self, hidden: torch.Tensor) -> AmusedState:
+        return AmusedState(step=0)
+
+    def progress(self, state: AmusedState) -> float:
+        return state.step / self.steps
+
+    def temperatures(self) -> torch.Tensor:
+        """Float32[T]: the choice temperature of each step, as diffusers' `set_timesteps` makes it."""
+        t = self.choice_temperature
+        if isinstance(t, (tuple, list)):
+            return torch.linspace(t[0], t[1], self.steps)
+        return torch.linspace(t, 0.01, self.steps)
+
+    def step(self, logits, tokens, state: AmusedState, generator=None):
+        """logits: [B, N, V] float; tokens: Long[B, N] with the mask id V at hidden places."""
+        b, n, v = logits.shape
+        unknown = tokens == v
+        probs = logits.softmax(-1)
+        drawn = float32_multinomial(probs.reshape(-1, v), generator).view(b, n)
+        proposal = torch.where(unknown, drawn, tokens)
+        j = state.step
+        if j >= self.steps - 1:
+            return proposal, AmusedState(j + 1)
+        # float32 arithmetic on purpose: the re-hidden count must floor exactly as diffusers' does
+        ratio = torch.tensor([[j + 1]], device=logits.device) / self.steps
+        gamma = torch.cos(ratio * math.pi / 2) if self.schedule == "cosine" else 1 - ratio
+        count = (n * (gamma * self.starting_mask_ratio)).floor()
+        count = torch.minimum(unknown.sum(-1, keepdim=True) - 1, count)
+        count = torch.maximum(torch.ones(1, device=logits.device), count)
+        chosen = probs.gather(-1, proposal.unsqueeze(-1)).squeeze(-1)
+        score = torch.log(chosen.clamp(1e-20)) + self.temperatures()[j].to(logits.device) * float32_gumbel(
+            chosen, generator)
+        score = score.masked_fill(~unknown, float("inf"))
+        cut = score.sort(-1).values.gather(1, count.long().clamp(max=n - 1))
+        rehide = (score < cut) & unknown.any(-1, keepdim=True)
+        return proposal.masked_fill(rehide, v), AmusedState(j + 1)

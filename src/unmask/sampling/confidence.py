@@ -1,0 +1,35 @@
+"""How sure the model is of a proposal, three ways, in float64 (research/samplers.md, section 10):
+the probability of the proposed token (MaskGIT, LLaDA, Fast-dLLM), the margin between the two most
+likely tokens (Dream's `topk_margin`), and the negative entropy (Dream's `entropy`, dParallel).
+Higher always means surer."""
+
+from __future__ import annotations
+
+import torch
+
+KINDS = ("probability", "margin", "entropy")
+
+
+def log_probs(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / temperature) in float64; temperature 0 reads as 1 (argmax decoding still
+    reports the model's own probabilities). logits: [..., V] -> Float64[..., V]."""
+    scaled = logits.double() / temperature if temperature > 0 else logits.double()
+    return scaled.log_softmax(-1)
+
+
+def entropy(logp: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats of each row of log-probabilities [..., V] -> [...]; -inf entries count 0."""
+    p = logp.exp()
+    return -(p * logp.masked_fill(p == 0, 0.0)).sum(-1)
+
+
+def confidence(logp: torch.Tensor, drawn: torch.Tensor, kind: str = "probability") -> torch.Tensor:
+    """logp: Float64[M, V] log-probabilities; drawn: Long[M] proposals. Returns Float64[M]."""
+    if kind == "probability":
+        return logp.gather(-1, drawn.unsqueeze(-1)).squeeze(-1).exp()
+    if kind == "margin":
+        top = logp.topk(min(2, logp.shape[-1]), -1).values.exp()
+        return top[:, 0] - (top[:, 1] if top.shape[1] > 1 else 0.0)
+    if kind == "entropy":
+        return -entropy(logp)
+    raise ValueError(f"confidence must be one of {KINDS}, got {kind!r}")

@@ -1,0 +1,86 @@
+"""Dream decoding (Ye et al. 2025, "Dream 7B"): time runs from 1 to eps over `steps` steps; from t to
+s, `floor(n * (1 - s / t))` of the n hidden tokens are committed (all of them at the last step),
+chosen by a score of the model's certainty: `maskgit_plus` (probability of the drawn token),
+`topk_margin` (top-1 minus top-2 probability) or `entropy` (negative entropy).
+
+Scores come from the tempered, nucleus-filtered distribution the tokens are drawn from, as in
+Dream's `sample_tokens`. With `alg_temp > 0` the places are drawn without replacement with
+probability softmax(score / alg_temp) instead of taken greedily. Two choices of ours: n is each
+row's own hidden count (Dream averages it over the batch, so a row's result depended on its batch
+mates), and tied scores are broken at random (Dream's top-k breaks them left to right, which makes
+decoding autoregressive once top-p saturates the probabilities). Dream's `origin` algorithm is
+`AncestralSampler`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .categorical import categorical, nucleus
+from .confidence import confidence, log_probs
+from .select import sample_top
+
+ALGORITHMS = {"maskgit_plus": "probability", "topk_margin": "margin", "entropy": "entropy"}
+
+
+@dataclass
+class DreamState:
+    step: int
+
+
+@dataclass(frozen=True)
+class DreamSampler:
+    steps: int = 512
+    alg: str = "entropy"
+    alg_temp: float = 0.0
+    temperature: float = 0.2
+    top_p: float = 0.95
+    eps: float = 1e-3
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.alg not in ALGORITHMS:
+            raise ValueError(f"alg must be one of {sorted(ALGORITHMS)}, got {self.alg!r}")
+        if self.alg_temp < 0 or self.temperature < 0:
+            raise ValueError("alg_temp and temperature must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must lie in (0, 1], got {self.top_p}")
+        if not 0 < self.eps < 1:
+            raise ValueError(f"eps must lie in (0, 1), got {self.eps}")
+
+    def start(self, hidden: torch.Tensor) -> DreamState:
+        return DreamState(step=0)
+
+    def progress(self, state: DreamState) -> float:
+        return state.step / self.steps
+
+    def share(self, step: int) -> float:
+        """1 - s/t for the step from t to s on linspace(1, eps, steps + 1); 1 at the last step."""
+        if step >= self.steps - 1:
+            return 1.0
+        t = 1 - step * (1 - self.eps) / self.steps
+        s = 1 - (step + 1) * (1 - self.eps) / self.steps
+        return 1 - s / t
+
+    def step(self, logits, tokens, state: DreamState, generator=None):
+        """logits: [B, N, V]; tokens: Long[B, N] (mask id V at hidden places)."""
+        mask_id = logits.shape[-1]
+        hidden = tokens == mask_id
+        share = self.share(state.step)
+        count = (hidden.sum(1).double() * share).floor().long() if share < 1 else hidden.sum(1)
+        at = logits[hidden]
+        scaled = at / self.temperature if self.temperature > 0 else at
+        filtered = nucleus(scaled, self.top_p)
+        drawn = categorical(filtered, 1.0 if self.temperature > 0 else 0.0, generator)
+        score = confidence(log_probs(filtered), drawn, ALGORITHMS[self.alg])
+        scores = torch.full(tokens.shape, float("-inf"), dtype=torch.float64, device=tokens.device)
+        scores[hidden] = score
+        commit = sample_top(scores, count, self.alg_temp, generator)
+        proposals = tokens.clone()
+        proposals[hidden] = drawn
+        return torch.where(commit, proposals, tokens), DreamState(state.step + 1)
+
+

@@ -1,0 +1,80 @@
+"""ENAT decoding (Ni et al. 2024, "ENAT: rethinking spatial-temporal interactions in token-based
+image synthesis", P20): tokens that were visible at the previous step are not encoded again; their
+features from earlier steps are reused and only newly revealed tokens (and the hidden ones) are read.
+
+ENAT trains a network for this (visible tokens encoded apart from mask tokens, a projection of the
+previous step's features). Here the same reuse runs on an ordinary masked model through the loop's
+K/V cache (`kv_cache.py`): every read after the first is a light read of the hidden places and the
+newly revealed ones, against the cached keys and values of tokens revealed earlier, which are kept
+from the step that revealed them. That is exact when a visible token's keys and values do not
+depend on the other tokens (a one-layer model) and an approximation otherwise, the price of a
+network not trained for it; `refresh_every` adds a full read every k steps.
+
+ENAT's step rule: after step s of T (r = (s + 1) / T), floor(N0 cos(pi r / 2)) tokens stay hidden (no
+one-token minimum, so a step may commit nothing); tokens are drawn at temperature
+max(temperature (1 - r), 1e-3) and ranked by log p + choice_temperature (1 - r) Gumbel noise.
+Defaults are ENAT's ImageNet-256 ones (8 steps, choice 1.5, sampling 6 with guidance 2.5).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .categorical import categorical_logp, gumbel
+from .select import commit_top
+
+
+@dataclass
+class ENATState:
+    step: int
+    n0: list[int]
+
+
+@dataclass(frozen=True)
+class ENATSampler:
+    steps: int = 8
+    temperature: float = 6.0
+    choice_temperature: float = 1.5
+    reuse: bool = True
+    refresh_every: int = 0  # 0: only the first read is full
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.temperature < 0 or self.choice_temperature < 0:
+            raise ValueError("temperatures must be >= 0")
+        if self.refresh_every < 0:
+            raise ValueError(f"refresh_every must be >= 0, got {self.refresh_every}")
+
+    def start(self, hidden: torch.Tensor) -> ENATState:
+        return ENATState(step=0, n0=hidden.sum(1).tolist())
+
+    def progress(self, state: ENATState) -> float:
+        return state.step / self.steps
+
+    def light_queries(self, state: ENATState, hidden: torch.Tensor) -> torch.Tensor | None:
+        if not self.reuse or (self.refresh_every and state.step % self.refresh_every == 0):
+            return None
+        return hidden  # the loop adds the places revealed since the cache was written
+
+    def step(self, logits, tokens, state: ENATState, generator=None):
+        """logits: [B, N, V]; tokens: Long[B, N] (mask id V at hidden places)."""
+        mask_id = logits.shape[-1]
+        hidden = tokens == mask_id
+        r = (state.step + 1) / self.steps
+        keep = torch.tensor([math.floor(n * math.cos(math.pi * r / 2)) if r < 1 else 0 for n in state.n0],
+                            device=tokens.device)
+        commit_count = (hidden.sum(1) - keep).clamp(min=0)
+        temp = max(self.temperature * (1 - r), 1e-3)
+        drawn, score = categorical_logp(logits, temp, generator, where=hidden)
+        if self.choice_temperature > 0 and r < 1:
+            score = score + self.choice_temperature * (1 - r) * gumbel(score.shape, generator, device=score.device)
+        scores = torch.full(tokens.shape, float("-inf"), dtype=torch.float64, device=tokens.device)
+        scores[hidden] = score
+        proposals = tokens.clone()
+        proposals[hidden] = drawn
+        commit = commit_top(scores, commit_count, generator)
+        return torch.where(commit, proposals, tokens), ENATState(state.step + 1, state.n0)

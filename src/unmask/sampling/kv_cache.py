@@ -1,0 +1,71 @@
+"""Re-reading some positions against cached keys and values: the one cache behind ReCAP's cheap steps
+(P22) and ENAT-style reuse of visible tokens (P20).
+
+A full read of all N positions keeps every layer's K/V. A light read runs only the chosen query
+positions through the network; at every layer they attend to their own fresh K/V and to the cached
+K/V of all other positions (the cached entries of the queries themselves are stale and masked out).
+It costs about n_queries / N of a full read. The logits at the queries are exact whenever the other
+positions have not changed since their K/V were computed and did not depend on the queries; the loop
+(`generate`) always adds positions whose token changed since the cache to the queries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..nn.masked_model import MaskedTokenModel
+
+
+@dataclass
+class KVCache:
+    """Per-run K/V of every position (one (k, v) [B, H, N, Dh] per layer) and the tokens they were
+    computed on, Long[B, N]. Lives in the loop, never in a sampler's state."""
+
+    tokens: torch.Tensor
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+
+
+class CachedDenoiser:
+    """A `MaskedTokenModel` as a denoiser with full and light reads.
+
+    `denoiser(tokens)` is the plain full read; `full(tokens)` also returns the cache;
+    `light(tokens, queries, cache)` returns logits [M, V] at the M True places of queries (Bool[B, N],
+    row-major order, like `logits[queries]`) and the cache refreshed at those places.
+    """
+
+    def __init__(self, model: MaskedTokenModel):
+        self.model = model
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model(tokens)
+
+    def full(self, tokens: torch.Tensor) -> tuple[torch.Tensor, KVCache]:
+        m = self.model
+        b, n = tokens.shape
+        h, kv = m.encoder(m.embed(tokens), keep_kv=torch.arange(n, device=tokens.device).expand(b, n))
+        logits = m.head(h).masked_fill(m.disallowed.expand(b, -1, -1), float("-inf"))
+        return logits, KVCache(tokens.clone(), kv)
+
+    def light(self, tokens: torch.Tensor, queries: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, KVCache]:
+        m = self.model
+        b, n = tokens.shape
+        counts = queries.sum(1)
+        width = int(counts.max())
+        # each row's query positions first (ascending), then padding that is never attended to
+        order = (~queries).to(torch.uint8).argsort(dim=1, stable=True)[:, :width]
+        valid = torch.arange(width, device=tokens.device) < counts.unsqueeze(1)
+        x = m.embed(tokens)
+        xq = x.gather(1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        may_attend = torch.cat([~queries, valid], 1)[:, None, None, :]  # [B, 1, 1, N + width]
+        slots_all = torch.arange(width, device=tokens.device).expand(b, width)
+        h, fresh = m.encoder(xq, may_attend, past=cache.kv, keep_kv=slots_all)
+        rows, slots = valid.nonzero(as_tuple=True)
+        places = order[rows, slots]
+        logits = m.head(h[rows, slots]).masked_fill(m.disallowed[places], float("-inf"))
+        for (k, v), (fk, fv) in zip(cache.kv, fresh, strict=True):
+            k[rows, :, places] = fk[rows, :, slots]
+            v[rows, :, places] = fv[rows, :, slots]
+        cache.tokens = tokens.clone()
+        return logits, cache

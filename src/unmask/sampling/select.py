@@ -1,0 +1,39 @@
+"""Which hidden places to commit: the k best by a score, with ties broken at random.
+
+Breaking ties by position (what `torch.topk` does) turns a parallel decoder into a left-to-right one
+whenever confidences saturate, as Dream's users found with top-p (research/samplers.md, 5.2). Ties here
+are broken by a uniform random order drawn from the run's generator. Sampling k places without
+replacement in proportion to softmax(score / tau) is the same call on score / tau plus Gumbel noise
+(Gumbel-top-k, Kool et al. 2019).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .categorical import gumbel
+
+
+def commit_top(scores: torch.Tensor, counts: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The `counts[b]` highest-scored places of row b, ties in random order.
+
+    scores: [B, N] float, -inf where a place may not be chosen; counts: Long[B]. Returns Bool[B, N];
+    never a -inf place, so a row gets fewer than counts[b] when it has fewer eligible places.
+    """
+    b, n = scores.shape
+    shuffle = torch.rand(b, n, generator=generator, device=scores.device).argsort(1)
+    order = shuffle.gather(1, scores.gather(1, shuffle).argsort(dim=1, descending=True, stable=True))
+    ranks = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=scores.device).expand(b, n))
+    return (ranks < counts.to(scores.device).unsqueeze(1)) & (scores > float("-inf"))
+
+
+def sample_top(scores: torch.Tensor, counts: torch.Tensor, temperature: float,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """`counts[b]` places drawn without replacement with probability softmax(scores / temperature);
+    temperature 0 is `commit_top`. scores: [B, N] float (-inf: never); counts: Long[B] -> Bool[B, N]."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if temperature == 0:
+        return commit_top(scores, counts, generator)
+    noisy = scores.double() / temperature + gumbel(scores.shape, generator, device=scores.device)
+    return commit_top(noisy.masked_fill(scores == float("-inf"), float("-inf")), counts, generator)
