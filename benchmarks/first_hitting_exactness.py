@@ -20,7 +20,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from toys import ExactJoint, empirical, total_variation  # noqa: E402
-
 from unmask.sampling import AncestralSampler, FirstHittingSampler, MaskGITSampler, categorical, generate  # noqa: E402
 
 

@@ -41,7 +41,9 @@ def test_eval_of_a_folder_without_checkpoints(tmp_path, capsys):
 def test_recipes_lists_settings(capsys):
     assert main(["recipes"]) == 0
     out = capsys.readouterr().out
-    assert "digits:" in out and "steps=1500" in out and "P59" in out
+    from unmask.recipes.digits import Config
+
+    assert "digits:" in out and f"steps={Config().steps}" in out and "P59" in out
 
 
 def test_process_exit_code_and_no_traceback():
@@ -141,3 +143,11 @@ def test_a_diverging_run_stops_with_one_line_naming_the_step_and_keeps_its_check
                      r"good checkpoint \S+step_0000000\3 is kept \(try a lower lr\)", err), err
     ckpt = latest_checkpoint(tmp_path)
     assert all(torch.isfinite(v).all() for v in load_checkpoint(ckpt)[0]["model"].values())
+
+
+def test_masks_gallery_command(tmp_path, capsys):
+    out = tmp_path / "masks.png"
+    assert main(["masks", "--out", str(out), "--ratio", "0.6"]) == 0
+    assert out.is_file() and out.stat().st_size > 10_000
+    assert main(["masks", "--out", str(out), "--ratio", "1.5"]) == 2
+    assert "--ratio must lie in [0, 1]" in capsys.readouterr().err

@@ -1,9 +1,10 @@
-"""The command line: `unmask train | sample | eval | recipes`.
+"""The command line: `unmask train | sample | eval | recipes | masks`.
 
     unmask train digits --out runs/digits steps=800 lr=1e-3
     unmask eval runs/digits sampler=first-hitting
     unmask sample runs/digits --n 100 --out samples.png
     unmask recipes
+    unmask masks --out masks.png
 
     torchrun --standalone --nproc_per_node=2 -m unmask train digits --out runs/d2 parallel=fsdp
 
@@ -50,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=100, help="samples to draw")
     s.add_argument("--out", type=Path, help="PNG to write (default RUN_DIR/samples.png)")
     sub.add_parser("recipes", help="list recipes and their settings")
+    m = sub.add_parser("masks", help="draw every masker on grid, video and streams layouts")
+    m.add_argument("--out", type=Path, default=Path("masks.png"), help="PNG to write")
+    m.add_argument("--ratio", type=float, default=0.5, help="share hidden, in [0, 1]")
+    m.add_argument("--seed", type=int, default=0, help="seed of the drawn masks")
     return p
 
 
@@ -115,6 +120,14 @@ def run(argv: list[str]) -> int:
                 print(f"  {key}={value}  [{allowed}]  {help_}")
             for f in _trainer_only_fields(module):
                 print(f"  {f.name}={getattr(defaults, f.name)}  [{describe_field(f)}]  {f.metadata['help']} (trainer)")
+        return 0
+    if args.command == "masks":
+        from .masking.gallery import draw_gallery
+
+        if not 0.0 <= args.ratio <= 1.0:
+            raise UnmaskError(f"--ratio must lie in [0, 1], got {args.ratio}")
+        draw_gallery(args.out, ratio=args.ratio, seed=args.seed)
+        print(f"wrote {args.out}")
         return 0
     if args.command == "train":
         from .train import trainer_settings

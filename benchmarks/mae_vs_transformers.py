@@ -1,0 +1,123 @@
+"""Training-step time of our MAE against Hugging Face's `ViTMAEForPreTraining`, same configuration,
+steps interleaved in one process (so both see the same machine load); then our drop-hidden encoder
+against replace-with-mask-token at the same ratio.
+
+    .venv/bin/python benchmarks/mae_vs_transformers.py            # about 2 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/mae_vs_transformers.py --steps 40 --batch 64
+
+Configuration: 32x32 single-channel images, patch 4 (64 patches), width 192, depth 6, 3 heads,
+MLP 768, decoder width 128, depth 2, 4 heads, mask ratio 0.75, norm-pix targets, batch 64, fp32,
+fused AdamW. One step = mask + forward + backward + optimizer step. Reports the median ms/step, wall
+clock and CPU time of the process (one thread by default: on a shared machine CPU time is the
+steadier clock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from unmask.nn.mae import MAEConfig, MaskedAutoencoder
+from unmask.nn.vitmae import to_vitmae_state_dict, vitmae_config_kwargs
+from unmask.objectives.mae import MaskedAutoencoding
+
+RATIO = 0.75
+CONFIG = MAEConfig(image_size=(32, 32), channels=1, patch=4, dim=192, depth=6, heads=3, mlp_ratio=4.0,
+                   decoder_dim=128, decoder_depth=2, decoder_heads=4, cls_token=True)
+
+
+def optimizer(params):
+    """The same AdamW for every model: fused, so per-parameter loop overhead does not hide model cost."""
+    return torch.optim.AdamW(list(params), lr=1e-4, fused=True)
+
+
+def ours(hide: str = "drop", compile: bool = False):
+    torch.manual_seed(0)
+    model = MaskedAutoencoder(MAEConfig(**{**CONFIG.to_dict(), "image_size": (32, 32), "hide": hide}))
+    objective = MaskedAutoencoding(model, ratio=RATIO, norm_pix=True)
+    if compile:
+        objective.model = torch.compile(model)
+    opt = optimizer(objective.parameters())
+    g = torch.Generator().manual_seed(0)
+
+    def step(images):
+        loss, _ = objective({"images": images}, generator=g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def theirs(compile: bool = False):
+    from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+    torch.manual_seed(0)
+    model = ViTMAEForPreTraining(ViTMAEConfig(**vitmae_config_kwargs(CONFIG, mask_ratio=RATIO, norm_pix=True)))
+    model.load_state_dict(to_vitmae_state_dict(MaskedAutoencoder(CONFIG)))
+    model.train()
+    forward = torch.compile(model) if compile else model
+    opt = optimizer(p for p in model.parameters() if p.requires_grad)
+
+    def step(images):
+        loss = forward(pixel_values=images).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def race(steps: dict, batch: int, n: int, warmup: int = 3) -> dict[str, dict[str, float]]:
+    """Median ms/step of each named step function, run in turn, one step each per round: wall time,
+    and CPU time of this process (with one thread, CPU time ignores the time other programs on a
+    shared machine take the core away)."""
+    images = torch.rand(batch, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    wall = {k: [] for k in steps}
+    cpu = {k: [] for k in steps}
+    for i in range(warmup + n):
+        for name, fn in steps.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn(images)
+            if i >= warmup:
+                wall[name].append((time.perf_counter() - w0) * 1000)
+                cpu[name].append((time.process_time() - c0) * 1000)
+    return {k: {"wall": statistics.median(wall[k]), "cpu": statistics.median(cpu[k])} for k in steps}
+
+
+def report(title: str, t: dict, a: str, b: str) -> dict:
+    """Print b's time over a's for wall and CPU time; return the numbers."""
+    out = {}
+    for kind in ("wall", "cpu"):
+        ratio = t[b][kind] / t[a][kind]
+        print(f"{title} [{kind:4s}]  {a} {t[a][kind]:7.1f} ms   {b} {t[b][kind]:7.1f} ms   speed-up {ratio:.2f}x")
+        out[f"{a}_{kind}_ms"], out[f"{b}_{kind}_ms"], out[f"speedup_{kind}"] = t[a][kind], t[b][kind], ratio
+    return out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time is a fair clock on a "
+                                                           "shared machine); 0 keeps torch's default")
+    p.add_argument("--compile", action="store_true", help="torch.compile every model (ours and theirs alike)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.steps} steps"
+          f"{', compiled' if args.compile else ', eager'}")
+    result = {}
+    try:
+        t = race({"unmask": ours("drop", args.compile), "transformers": theirs(args.compile)}, args.batch, args.steps)
+        result["vs_transformers"] = report("MAE train step", t, "unmask", "transformers")
+    except ImportError:
+        print("transformers is not installed: pip install 'unmask[bench]'")
+    t = race({"drop": ours("drop", args.compile), "replace": ours("replace", args.compile)}, args.batch, args.steps)
+    result["drop_vs_replace"] = report(f"ratio {RATIO}", t, "drop", "replace")
+    return result
+
+
+if __name__ == "__main__":
+    main()

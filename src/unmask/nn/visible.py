@@ -1,0 +1,67 @@
+"""Index form of a mask for drop-hidden networks (MAE, He et al. 2022): only the visible tokens are
+gathered into a dense `[B, K, D]` tensor, and `ids_restore` puts them back in place.
+
+MAE shuffles by an argsort of noise; here the shuffle comes from any masker's Bool mask instead: a
+stable argsort of the mask puts the K visible tokens first (in their own order) and the hidden ones
+after, so `ids_shuffle` is a permutation whose first K entries are exactly the visible places, and
+`ids_restore = argsort(ids_shuffle)` is its inverse. Every row must hide the same number of tokens,
+which the project's exact-count maskers guarantee.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class VisibleIndex(NamedTuple):
+    ids_shuffle: torch.Tensor  # Long[B, L]: visible places first, then hidden
+    ids_restore: torch.Tensor  # Long[B, L]: inverse permutation of ids_shuffle
+    keep: int  # K, visible tokens per row
+
+    @property
+    def ids_keep(self) -> torch.Tensor:
+        """Long[B, K]: the visible places, ascending."""
+        return self.ids_shuffle[:, : self.keep]
+
+    @property
+    def ids_hidden(self) -> torch.Tensor:
+        """Long[B, L - K]: the hidden places, ascending."""
+        return self.ids_shuffle[:, self.keep :]
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """Bool[B, L], True = hidden: the mask this index was made from."""
+        b, n = self.ids_shuffle.shape
+        shuffled = torch.arange(n, device=self.ids_shuffle.device).expand(b, n) >= self.keep
+        return shuffled.gather(1, self.ids_restore)
+
+
+def split_visible(mask: torch.Tensor) -> VisibleIndex:
+    """mask: Bool[B, L], True = hidden, the same count in every row -> VisibleIndex."""
+    if mask.dtype != torch.bool or mask.ndim != 2:
+        raise ValueError(f"mask must be Bool[B, L], got {mask.dtype} of shape {tuple(mask.shape)}")
+    hidden = mask.sum(1)
+    if hidden.numel() and not (hidden == hidden[0]).all():
+        raise ValueError(f"a drop-hidden network needs the same hidden count in every row, got "
+                         f"{sorted(set(hidden.tolist()))}; use an exact-count masker")
+    b, n = mask.shape
+    keep = n - (int(hidden[0]) if hidden.numel() else 0)
+    ids_shuffle = mask.to(torch.uint8).argsort(dim=1, stable=True)
+    ids_restore = torch.empty_like(ids_shuffle)
+    ids_restore.scatter_(1, ids_shuffle, torch.arange(n, device=mask.device).expand(b, n))
+    return VisibleIndex(ids_shuffle, ids_restore, keep)
+
+
+def gather_tokens(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """x: [B, L, D], ids: Long[B, M] -> [B, M, D], row b taking x[b, ids[b]]."""
+    return x.gather(1, ids.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def restore(visible: torch.Tensor, filler: torch.Tensor, index: VisibleIndex) -> torch.Tensor:
+    """Put tokens back in place. visible: [B, K, D]; filler: [B, L - K, D] (or broadcastable
+    [1, 1, D]) for the hidden places -> [B, L, D] in the original order."""
+    b, k, d = visible.shape
+    filler = filler.expand(b, index.ids_shuffle.shape[1] - k, d)
+    return gather_tokens(torch.cat([visible, filler], dim=1), index.ids_restore)
