@@ -2,8 +2,22 @@
 
 from .base import Masker, hide_top
 from .block import BlockMask
+from .cm3 import CausalMasking, cm3_spans, cm3_transform
+from .color import ColorMask
+from .corruption import BertCorruption
+from .disjoint import DisjointViewMask
+from .entity import EntityMask
+from .frequency import FrequencyMask
+from .hard_patch import HardPatchMask
+from .meap import MeapMask
+from .ngram import NGramMask
 from .random import BernoulliMask, RandomMask, random_mask
+from .selective import SelectiveMask
 from .span import SpanMask
 from .tube import TubeMask
+from .words import WholeWordMask
 
-__all__ = ["Masker", "hide_top", "RandomMask", "BernoulliMask", "BlockMask", "SpanMask", "TubeMask", "random_mask"]
+__all__ = ["Masker", "hide_top", "RandomMask", "BernoulliMask", "BlockMask", "SpanMask", "TubeMask", "random_mask",
+           "BertCorruption", "WholeWordMask", "NGramMask", "EntityMask", "MeapMask", "CausalMasking",
+           "cm3_spans", "cm3_transform",
+           "ColorMask", "DisjointViewMask", "FrequencyMask", "HardPatchMask", "SelectiveMask"]

@@ -1,6 +1,23 @@
 """Objectives: batch -> (loss, metrics). Each owns its networks and its masker."""
 
+from .autoregressive import NextTokenPrediction
 from .base import ObjectiveOutput
+from .dmjd import DisjointMaskingJointDistillation
+from .electra import Electra
+from .hpm import HardPatchMining
+from .lut import UnmaskedTokenLearning
+from .mae import MaskedAutoencoding
+from .maskalign import MaskAlign
+from .masked_diffusion import MaskedDiffusion
 from .masked_token import MaskedTokenModeling
+from .mfm import MaskedFrequencyModeling
+from .mimic import MimicBeforeReconstruct
+from .mto import MaskedTokenOptimization
+from .selective_mae import SelectiveMaskedAutoencoding
+from .umd import UnifiedMaskedDiffusion
 
-__all__ = ["ObjectiveOutput", "MaskedTokenModeling"]
+__all__ = ["ObjectiveOutput", "MaskedTokenModeling",
+           "NextTokenPrediction", "Electra", "MaskedDiffusion",
+           "MaskedAutoencoding", "HardPatchMining", "UnmaskedTokenLearning", "MimicBeforeReconstruct", "MaskAlign",
+           "DisjointMaskingJointDistillation", "MaskedFrequencyModeling", "SelectiveMaskedAutoencoding",
+           "UnifiedMaskedDiffusion", "MaskedTokenOptimization"]

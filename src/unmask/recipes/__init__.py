@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UnmaskError
-from . import digits
+from . import ar_code, digits, electra_code, mae_digits, mdlm_code, mlm_code
 
 RECIPES = {digits.NAME: digits}
+RECIPES.update({m.NAME: m for m in (mlm_code, electra_code, mdlm_code, ar_code)})
+RECIPES[mae_digits.NAME] = mae_digits
 
 
 def get(name: str):
