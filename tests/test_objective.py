@@ -125,3 +125,17 @@ def test_per_segment_ratios_hide_segments_independently():
     assert ratio.shape == (4000, 2)
     corr = torch.corrcoef(ratio.T)[0, 1].item()
     assert abs(corr) < 0.05
+
+
+def test_balanced_segments_average_each_segments_mean_loss():
+    obj = MaskedTokenModeling(tiny_model(), RandomMask(), Schedule("cosine"), balance_segments=True)
+    data = batch()
+    g = torch.Generator().manual_seed(4)
+    loss, _ = obj(data, generator=g)
+    g = torch.Generator().manual_seed(4)
+    ratio = Schedule("cosine")(torch.rand(8, generator=g, dtype=torch.float64))
+    mask = RandomMask()(LAYOUT, 8, ratio=ratio, generator=g)
+    logits = obj.model(data["tokens"].masked_fill(mask, V))
+    ce = F.cross_entropy(logits.transpose(1, 2), data["tokens"], reduction="none")  # [B, N]
+    parts = [ce[:, s][mask[:, s]].mean() for s in (slice(0, 1), slice(1, 17)) if mask[:, s].any()]
+    assert loss.item() == pytest.approx(torch.stack(parts).mean().item(), rel=1e-5)

@@ -9,6 +9,10 @@ Three ways to draw how many tokens to hide:
   MDLM and LLaDA normalise), this is an upper bound on the negative log-likelihood per token, in nats.
 - `ratio=0.15` (BERT, Devlin et al. 2019): every row hides that fixed share.
 
+With `balance_segments=True` (4M, Mizrahi et al. 2023, which averages the loss per target modality)
+the loss is the mean over segments of each segment's mean cross-entropy, so a one-token segment
+(a class label) weighs as much as 64 pixels.
+
 `corruption` turns the mask into inputs (default: hidden tokens become the mask id; BERT's 80/10/10
 is `masking.BertCorruption`). Batch entries other than "tokens" (e.g. `word_ids`) reach the masker as
 its context.
@@ -42,8 +46,10 @@ class MaskedTokenModeling(nn.Module):
         per_segment: bool = False,
         ratio: float | None = None,
         corruption=None,
+        balance_segments: bool = False,
     ):
         super().__init__()
+        self.balance_segments = balance_segments
         if ratio is not None and (elbo or not 0 < ratio <= 1):
             raise ValueError(f"a fixed ratio must lie in (0, 1] and excludes elbo=True, got {ratio}, elbo={elbo}")
         self.ratio = ratio
@@ -67,6 +73,19 @@ class MaskedTokenModeling(nn.Module):
             return ELBO_EPS + (1 - ELBO_EPS) * u
         return self.schedule(u)
 
+    def segment_mean(self, ce: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean over segments that have hidden tokens of their mean cross-entropy. ce: [M] in the
+        order of mask.nonzero(); mask: Bool[B, N]."""
+        ids = torch.cat([torch.full((s.length,), i) for i, s in enumerate(self.layout.segments)])
+        seg = ids.to(mask.device).expand_as(mask)[mask]  # [M]
+        k = len(self.layout.segments)
+        sums = torch.zeros(k, dtype=ce.dtype, device=ce.device).index_add_(0, seg, ce)
+        counts = torch.bincount(seg, minlength=k).to(ce.dtype)
+        present = counts > 0
+        if not present.any():
+            return ce.sum()
+        return (sums[present] / counts[present]).mean()
+
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> ObjectiveOutput:
         tokens = batch["tokens"]
         b, n = tokens.shape
@@ -83,6 +102,8 @@ class MaskedTokenModeling(nn.Module):
         if self.elbo:
             weight = (1.0 / ratio).to(ce)[:, None].expand(b, n)[mask]
             loss = (ce * weight).sum() / (b * n)
+        elif self.balance_segments:
+            loss = self.segment_mean(ce, mask)
         else:
             loss = ce.sum() / max(ce.numel(), 1)
         with torch.no_grad():
