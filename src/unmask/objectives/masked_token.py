@@ -11,7 +11,8 @@ Three ways to draw how many tokens to hide:
 
 With `balance_segments=True` (4M, Mizrahi et al. 2023, which averages the loss per target modality)
 the loss is the mean over segments of each segment's mean cross-entropy, so a one-token segment
-(a class label) weighs as much as 64 pixels.
+(a class label) weighs as much as 64 pixels; `segment_weights={"label": 0.25, "pixels": 0.75}`
+weighs each segment's mean by its own weight instead (renormalised over the segments present).
 
 `corruption` turns the mask into inputs (default: hidden tokens become the mask id; BERT's 80/10/10
 is `masking.BertCorruption`). Batch entries other than "tokens" (e.g. `word_ids`) reach the masker as
@@ -47,9 +48,15 @@ class MaskedTokenModeling(nn.Module):
         ratio: float | None = None,
         corruption=None,
         balance_segments: bool = False,
+        segment_weights: dict[str, float] | None = None,
     ):
         super().__init__()
-        self.balance_segments = balance_segments
+        names = model.config.layout.names
+        if segment_weights is not None and (set(segment_weights) - set(names) or min(segment_weights.values()) < 0):
+            raise ValueError(f"segment_weights must map segments of {list(names)} to weights >= 0")
+        self.balance_segments = balance_segments or segment_weights is not None
+        weights = [1.0 if segment_weights is None else segment_weights.get(n, 0.0) for n in names]
+        self.register_buffer("segment_weights", torch.tensor(weights), persistent=False)
         if ratio is not None and (elbo or not 0 < ratio <= 1):
             raise ValueError(f"a fixed ratio must lie in (0, 1] and excludes elbo=True, got {ratio}, elbo={elbo}")
         self.ratio = ratio
@@ -74,17 +81,17 @@ class MaskedTokenModeling(nn.Module):
         return self.schedule(u)
 
     def segment_mean(self, ce: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean over segments that have hidden tokens of their mean cross-entropy. ce: [M] in the
-        order of mask.nonzero(); mask: Bool[B, N]."""
+        """Weighted mean, over the segments that have hidden tokens, of each segment's mean
+        cross-entropy. ce: [M] in the order of mask.nonzero(); mask: Bool[B, N]."""
         ids = torch.cat([torch.full((s.length,), i) for i, s in enumerate(self.layout.segments)])
         seg = ids.to(mask.device).expand_as(mask)[mask]  # [M]
         k = len(self.layout.segments)
         sums = torch.zeros(k, dtype=ce.dtype, device=ce.device).index_add_(0, seg, ce)
         counts = torch.bincount(seg, minlength=k).to(ce.dtype)
-        present = counts > 0
-        if not present.any():
-            return ce.sum()
-        return (sums[present] / counts[present]).mean()
+        weights = self.segment_weights.to(ce) * (counts > 0)
+        if not weights.sum() > 0:
+            return ce.sum() * 0.0
+        return (weights * sums / counts.clamp(min=1)).sum() / weights.sum()
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> ObjectiveOutput:
         tokens = batch["tokens"]

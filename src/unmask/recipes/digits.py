@@ -46,6 +46,7 @@ class Config:
     dim: int = option(128, lo=8, help="Transformer width")
     depth: int = option(4, lo=1, help="Transformer blocks")
     heads: int = option(4, lo=1, help="attention heads")
+    label_weight: float = option(0.25, lo=0.0, hi=1.0, help="share of the loss on the label segment")
     schedule: str = option("linear", choices=SCHEDULES, help="training mask-ratio schedule")
     sampler: str = option("maskgit", choices=SAMPLERS, help="sampler used by eval")
     sampler_steps: int = option(12, lo=1, help="MaskGIT / ancestral steps")
@@ -73,7 +74,8 @@ class Config:
 def build(cfg: Config) -> MaskedTokenModeling:
     with seeded(cfg.seed):
         model = MaskedTokenModel(cfg.model_config())
-    return MaskedTokenModeling(model, RandomMask(), Schedule(cfg.schedule), per_segment=True, balance_segments=True)
+    weights = {"label": cfg.label_weight, "pixels": 1.0 - cfg.label_weight}
+    return MaskedTokenModeling(model, RandomMask(), Schedule(cfg.schedule), per_segment=True, segment_weights=weights)
 
 
 def run_config(cfg: Config) -> dict:
