@@ -245,27 +245,28 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    base = code_runs.CodeConfig(steps=args.steps)
+    every = max(args.steps // 10, 1)  # checkpoints, so that a killed report resumes where it stopped
+    base = code_runs.CodeConfig(steps=args.steps, checkpoint_every=every)
     tokenizer = out / "tokenizer.json"
     corpus = code.load_corpus(base.length, base.vocab_size, tokenizer_path=tokenizer)
     r: dict = {"_cfg": base, "_corpus": {"train_chunks": len(corpus.train), "test_chunks": len(corpus.test)}}
 
-    flops = {"electra": train_flops(electra_code, electra_code.Config(steps=args.steps)),
+    flops = {"electra": train_flops(electra_code, electra_code.Config(steps=args.steps, checkpoint_every=every)),
              "mlm": train_flops(mlm_code, mlm_code.Config(steps=args.steps))}
     mlm_steps = round(args.steps * flops["electra"] / flops["mlm"])
     steps = {"ar": args.steps, "mdlm": args.steps, "electra": args.steps, "mlm": mlm_steps}
-    plan = [("ar", ar_code, ar_code.Config(steps=args.steps)),
-            ("mdlm", mdlm_code, mdlm_code.Config(steps=args.steps)),
-            ("electra", electra_code, electra_code.Config(steps=args.steps)),
-            ("mlm", mlm_code, mlm_code.Config(steps=mlm_steps))]
+    plan = [("ar", ar_code, ar_code.Config(steps=args.steps, checkpoint_every=every)),
+            ("mdlm", mdlm_code, mdlm_code.Config(steps=args.steps, checkpoint_every=every)),
+            ("electra", electra_code, electra_code.Config(steps=args.steps, checkpoint_every=every)),
+            ("mlm", mlm_code, mlm_code.Config(steps=mlm_steps, checkpoint_every=every))]
     if not args.skip_extras:
-        plan += [("mlm-emd", mlm_code, mlm_code.Config(steps=mlm_steps, emd=True)),
-                 ("ar-meap", ar_code, ar_code.Config(steps=args.steps, meap=True)),
-                 ("ar-cm3", ar_code, ar_code.Config(steps=args.steps, cm3=True))]
+        plan += [("mlm-emd", mlm_code, mlm_code.Config(steps=mlm_steps, emd=True, checkpoint_every=every)),
+                 ("ar-meap", ar_code, ar_code.Config(steps=args.steps, meap=True, checkpoint_every=every)),
+                 ("ar-cm3", ar_code, ar_code.Config(steps=args.steps, cm3=True, checkpoint_every=every))]
     for m in filter(None, args.maskers.split(",")):
         if m not in mlm_code.MASKERS or m == "random":
             raise SystemExit(f"--maskers takes {', '.join(k for k in mlm_code.MASKERS if k != 'random')}; got {m!r}")
-        plan.append((f"mlm-{m}", mlm_code, replace(mlm_code.Config(steps=mlm_steps), masker=m)))
+        plan.append((f"mlm-{m}", mlm_code, replace(mlm_code.Config(steps=mlm_steps, checkpoint_every=every), masker=m)))
     only = set(filter(None, args.only.split(",")))
     unknown = only - {name for name, _, _ in plan}
     if unknown:
