@@ -16,7 +16,7 @@ $(CORE): pyproject.toml constraints.txt
 	touch $(CORE)
 
 $(DEV): $(CORE)
-	$(PIP) -e '.[dev,bench,text]'
+	$(PIP) -e '.[dev,bench,text,music,chem]'
 	touch $(DEV)
 
 demo: $(CORE)
