@@ -22,7 +22,7 @@ from torch import nn
 
 from ..layout import Layout
 from .embedding import sincos_nd
-from .patch import PatchEmbed, patch_layout, patchify
+from .patch import PatchEmbed, patch_layout, patchify, patchify_video
 from .transformer import Transformer
 from .visible import VisibleIndex, gather_tokens, restore, split_visible
 
@@ -31,7 +31,11 @@ HIDE_MODES = ("drop", "replace")
 
 @dataclass(frozen=True)
 class MAEConfig:
-    image_size: tuple[int, int] = (8, 8)  # (H, W)
+    """`image_size` is (H, W) for images, (T, H, W) for videos (tubelets of `tubelet` frames x
+    `patch` x `patch`), or (G,) for inputs that arrive already as G tokens (point groups: `patch`
+    must be 1, the caller embeds them through `MaskedEncoder.encode`)."""
+
+    image_size: tuple[int, ...] = (8, 8)
     channels: int = 1
     patch: int = 2
     dim: int = 128
@@ -44,11 +48,19 @@ class MAEConfig:
     decoder_mlp_ratio: float = 4.0
     cls_token: bool = True
     hide: str = "drop"
+    tubelet: int = 1
 
     def __post_init__(self):
-        h, w = self.image_size
-        if self.patch < 1 or h % self.patch or w % self.patch:
-            raise ValueError(f"image_size {self.image_size} is not divisible by patch={self.patch}")
+        size = tuple(self.image_size)
+        if len(size) not in (1, 2, 3) or any(s < 1 for s in size):
+            raise ValueError(f"image_size must be (G,), (H, W) or (T, H, W) of positive sizes, got {size}")
+        if len(size) == 1 and self.patch != 1:
+            raise ValueError(f"token inputs (image_size={size}) take patch=1, got {self.patch}")
+        if self.patch < 1 or any(s % self.patch for s in size[-2:]):
+            raise ValueError(f"image_size {size} is not divisible by patch={self.patch}")
+        if self.tubelet < 1 or (len(size) == 3 and size[0] % self.tubelet) or (len(size) < 3 and self.tubelet != 1):
+            raise ValueError(f"tubelet={self.tubelet} must divide the frames of a (T, H, W) image_size, "
+                             f"and be 1 otherwise (image_size {size})")
         if self.hide not in HIDE_MODES:
             raise ValueError(f"hide must be one of {HIDE_MODES}, got {self.hide!r}")
         for name in ("dim", "depth", "heads", "decoder_dim", "decoder_heads", "channels"):
@@ -58,16 +70,38 @@ class MAEConfig:
             raise ValueError(f"decoder_depth must be >= 0, got {self.decoder_depth}")
 
     @property
-    def grid(self) -> tuple[int, int]:
-        return self.image_size[0] // self.patch, self.image_size[1] // self.patch
+    def grid(self) -> tuple[int, ...]:
+        """The token grid: (G,), (H/p, W/p) or (T/t, H/p, W/p)."""
+        size = tuple(self.image_size)
+        if len(size) == 1:
+            return size
+        spatial = (size[-2] // self.patch, size[-1] // self.patch)
+        return spatial if len(size) == 2 else (size[0] // self.tubelet, *spatial)
 
     @property
     def layout(self) -> Layout:
+        grid = self.grid
+        if len(grid) == 1:
+            return Layout.seq(grid[0], name="tokens")
+        if len(grid) == 3:
+            return Layout.video(*grid, name="tubelets")
         return patch_layout(*self.image_size, self.patch)
 
     @property
     def patch_dim(self) -> int:
-        return self.patch * self.patch * self.channels
+        """Values per token: p*p*C for images, t*p*p*C for videos, C for token inputs."""
+        if len(self.image_size) == 1:
+            return self.channels
+        return self.tubelet * self.patch * self.patch * self.channels
+
+    def patchify(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Images [B, C, H, W] or videos [B, C, T, H, W] -> raw tokens [B, L, patch_dim]; these
+        are also the pixel targets."""
+        if len(self.image_size) == 1:
+            raise ValueError("token inputs (image_size=(G,)) are embedded by the caller: use MaskedEncoder.encode")
+        if len(self.image_size) == 3:
+            return patchify_video(inputs, self.patch, self.tubelet)
+        return patchify(inputs, self.patch)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -86,12 +120,16 @@ class Encoded(NamedTuple):
 
 
 class MaskedEncoder(nn.Module):
-    """Patch embedding, fixed 2-D sin-cos positions, optional class token, then the Transformer."""
+    """Patch embedding, fixed sin-cos positions, optional class token, then the Transformer.
 
-    def __init__(self, cfg: MAEConfig):
+    `forward` reads images; `encode` reads raw tokens of any modality (`[B, L, *F]`, embedded by
+    `embed`), with positions shared (`[1, L, D]`, the default buffer) or per example (`[B, L, D]`,
+    e.g. point-group centres), so video and point clouds reuse the same masking path."""
+
+    def __init__(self, cfg: MAEConfig, embed: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
-        self.embed = PatchEmbed(cfg.channels, cfg.patch, cfg.dim)
+        self.embed = embed if embed is not None else PatchEmbed(cfg.patch_dim, cfg.dim)
         self.register_buffer("pos", sincos_nd(cfg.grid, cfg.dim).unsqueeze(0), persistent=False)
         self.cls = nn.Parameter(torch.zeros(1, 1, cfg.dim)) if cfg.cls_token else None
         self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.dim)) if cfg.hide == "replace" else None
@@ -104,21 +142,32 @@ class MaskedEncoder(nn.Module):
     def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None, *,
                 cond: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
                 return_layers: bool = False) -> Encoded:
-        """images: Float[B, C, H, W]; mask: Bool[B, L] (None: all visible); cond: optional
-        Float[B, D] added to every token (a time embedding); attn_mask as in `Transformer`."""
-        patches = patchify(images, self.cfg.patch)  # [B, L, p*p*C]
-        b, n, _ = patches.shape
+        """images: Float[B, C, H, W] (videos [B, C, T, H, W]); mask: Bool[B, L] (None: all visible);
+        cond: optional Float[B, D] added to every token (a time embedding); attn_mask as in
+        `Transformer`."""
+        patches = self.cfg.patchify(images)  # [B, L, patch_dim]
+        return self.encode(patches, mask, cond=cond, attn_mask=attn_mask, return_layers=return_layers)
+
+    def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None = None, *, pos: torch.Tensor | None = None,
+               cond: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
+               return_layers: bool = False) -> Encoded:
+        """tokens: Float[B, L, *F] raw tokens for `embed`; pos: Float[1 or B, L, D] (default: the
+        fixed grid positions); the rest as in `forward`."""
+        b, n = tokens.shape[:2]
+        pos = self.pos if pos is None else pos
+        if pos.shape[1] != n:
+            raise ValueError(f"{n} tokens but {pos.shape[1]} positions")
         if mask is None:
-            mask = torch.zeros(b, n, dtype=torch.bool, device=images.device)
+            mask = torch.zeros(b, n, dtype=torch.bool, device=tokens.device)
         if mask.shape != (b, n):
-            raise ValueError(f"mask must be [{b}, {n}] for these images, got {tuple(mask.shape)}")
-        mask = mask.to(images.device)
+            raise ValueError(f"mask must be [{b}, {n}] for these inputs, got {tuple(mask.shape)}")
+        mask = mask.to(tokens.device)
         index = split_visible(mask)
-        if self.mask_token is None:  # drop: embed and encode the visible patches only
-            x = self.embed(gather_tokens(patches, index.ids_keep)) + self.pos[0][index.ids_keep]
+        if self.mask_token is None:  # drop: embed and encode the visible tokens only
+            x = self.embed(gather_tokens(tokens, index.ids_keep)) + gather_tokens(pos, index.ids_keep)
         else:
-            x = self.embed(patches)
-            x = torch.where(mask.unsqueeze(-1), self.mask_token.to(x.dtype), x) + self.pos
+            x = self.embed(tokens)
+            x = torch.where(mask.unsqueeze(-1), self.mask_token.to(x.dtype), x) + pos
         if cond is not None:
             x = x + cond.unsqueeze(1)
         if self.cls is not None:
@@ -150,25 +199,28 @@ class MAEDecoder(nn.Module):
         self.head = nn.Linear(dim, out_dim or cfg.patch_dim)
 
     def forward(self, encoded: Encoded, targets: torch.Tensor | None = None, *,
-                every: bool = False) -> torch.Tensor:
+                every: bool = False, pos: torch.Tensor | None = None) -> torch.Tensor:
         """Returns [B, M, out_dim] at `index.ids_hidden` (M = L - K); [B, L, out_dim] at every place
-        in order with `every`; or [B, T, out_dim] at `targets: Long[B, T]`.
+        in order with `every`; or [B, T, out_dim] at `targets: Long[B, T]`. `pos`: Float[1 or B,
+        L, decoder_dim] positions in place of the fixed grid ones (per-example positions).
 
         With `targets` (drop mode only) the decoder reads the visible tokens and mask tokens at the
-        T target places only (SelectiveMAE); otherwise every place, in order, as in MAE."""
+        T target places only (SelectiveMAE, VideoMAE V2's decoder masking); otherwise every place,
+        in order, as in MAE."""
         tokens, index = encoded.tokens, encoded.index
+        pos = self.pos if pos is None else pos
         x = self.embed(tokens)
         head, body = x[:, : self.prefix], x[:, self.prefix :]
         dropped = body.shape[1] == index.keep
         if targets is None:
             if dropped:
                 body = restore(body, self.mask_token.to(body.dtype), index)
-            h = self.transformer(torch.cat([head, body + self.pos], dim=1))[:, self.prefix :]
+            h = self.transformer(torch.cat([head, body + pos], dim=1))[:, self.prefix :]
             return self.head(h if every else gather_tokens(h, index.ids_hidden))
         if not dropped:
             raise ValueError("decoding a subset of targets needs a drop-hidden encoder")
-        visible = body + self.pos[0][index.ids_keep]
-        queries = self.mask_token + self.pos[0][targets]
+        visible = body + gather_tokens(pos, index.ids_keep)
+        queries = self.mask_token + gather_tokens(pos, targets)
         h = self.transformer(torch.cat([head, visible, queries], dim=1))
         return self.head(h[:, -targets.shape[1] :])
 

@@ -47,15 +47,29 @@ def patch_layout(height: int, width: int, patch: int, name: str = "patches") -> 
     return Layout.grid(height // patch, width // patch, name=name)
 
 
+def patchify_video(videos: torch.Tensor, patch: int, tubelet: int) -> torch.Tensor:
+    """videos: Float[B, C, T, H, W] -> Float[B, L, t*p*p*C] tubelets (VideoMAE, Tong et al. 2022),
+    L = (T/t)(H/p)(W/p) read time-major then row-major, inner order (pt, ph, pw, c).
+
+        einops: b c (gt pt) (gh ph) (gw pw) -> b (gt gh gw) (pt ph pw c)"""
+    b, c, t, h, w = videos.shape
+    _check(h, w, patch)
+    if tubelet < 1 or t % tubelet:
+        raise ValueError(f"{t} frames are not divisible into tubelets of {tubelet}")
+    x = videos.reshape(b, c, t // tubelet, tubelet, h // patch, patch, w // patch, patch)
+    x = x.permute(0, 2, 4, 6, 3, 5, 7, 1)
+    return x.reshape(b, (t // tubelet) * (h // patch) * (w // patch), tubelet * patch * patch * c)
+
+
 class PatchEmbed(nn.Module):
     """A linear map of each flattened patch (the same map as ViT's stride-p convolution, whose
-    weight `[D, C, p, p]` is this one's `[D, p*p*C]` permuted). patches: [B, M, p*p*C] -> [B, M, D];
-    embedding only the patches that are given lets a drop-hidden encoder skip the hidden ones."""
+    weight `[D, C, p, p]` is this one's `[D, p*p*C]` permuted; for videos, VideoMAE's tubelet
+    convolution). patches: [B, M, patch_dim] -> [B, M, D]; embedding only the patches that are given
+    lets a drop-hidden encoder skip the hidden ones."""
 
-    def __init__(self, channels: int, patch: int, dim: int):
+    def __init__(self, patch_dim: int, dim: int):
         super().__init__()
-        self.channels, self.patch = channels, patch
-        self.proj = nn.Linear(patch * patch * channels, dim)
+        self.proj = nn.Linear(patch_dim, dim)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         return self.proj(patches)

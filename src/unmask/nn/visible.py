@@ -55,8 +55,13 @@ def split_visible(mask: torch.Tensor) -> VisibleIndex:
 
 
 def gather_tokens(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """x: [B, L, D], ids: Long[B, M] -> [B, M, D], row b taking x[b, ids[b]]."""
-    return x.gather(1, ids.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    """x: [B, L, *F], ids: Long[B, M] -> [B, M, *F], row b taking x[b, ids[b]]; a batch of one
+    (`x: [1, L, *F]`, shared positions) serves every row of `ids`."""
+    if x.shape[0] == 1 and ids.shape[0] != 1:
+        return x[0][ids]
+    flat = x.reshape(*x.shape[:2], -1)
+    out = flat.gather(1, ids.unsqueeze(-1).expand(-1, -1, flat.shape[-1]))
+    return out.reshape(*ids.shape, *x.shape[2:])
 
 
 def restore(visible: torch.Tensor, filler: torch.Tensor, index: VisibleIndex) -> torch.Tensor:
