@@ -10,6 +10,7 @@ scored also by in-context identifier recall) and `cm3=true` trains on CM3's caus
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,9 +57,7 @@ def run_config(cfg: Config) -> dict:
 
 
 def train(cfg: Config, run_dir: Path, progress: bool = True, tokenizer_from: Path | None = None) -> dict:
-    corpus = code_runs.corpus(cfg, run_dir, tokenizer_from)
-    objective = code_runs.fit(NAME, cfg, build(cfg), {"tokens": corpus.train.tokens}, run_dir, progress)
-    return evaluate(cfg, objective, run_dir)
+    return code_runs.train(sys.modules[__name__], cfg, run_dir, progress, tokenizer_from)
 
 
 def evaluate(cfg: Config, objective: NextTokenPrediction, run_dir: Path) -> dict:
@@ -79,11 +78,10 @@ def evaluate(cfg: Config, objective: NextTokenPrediction, run_dir: Path) -> dict
         for case, body in list(zip(cases, bodies, strict=True))[:3]:
             lines += ["", f"`{case.path}`, `def {case.name}`:", "", "```python",
                       case.signature(corpus.tokenizer) + body, "```"]
-    table = [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
     head = [f"Recipe `{NAME}` (meap={cfg.meap}, cm3={cfg.cm3}): {cfg.steps} steps of {cfg.batch_size} x "
-            f"{cfg.length} tokens, width {cfg.dim}, depth {cfg.depth}, seed {cfg.seed}.", "",
-            "| metric | value |", "|---|---|"]
-    code_runs.write_report(run_dir, metrics, "ar-code: next-token prediction on Python code", head + table + lines)
+            f"{cfg.length} tokens, width {cfg.dim}, depth {cfg.depth}, seed {cfg.seed}.", ""]
+    code_runs.write_report(run_dir, metrics, "ar-code: next-token prediction on Python code",
+                           head + code_runs.metric_table(metrics) + lines)
     return metrics
 
 

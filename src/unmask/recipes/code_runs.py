@@ -18,7 +18,7 @@ from ..data import code
 from ..errors import UnmaskError
 from ..layout import Layout
 from ..nn import ModelConfig
-from ..train import TrainConfig, Trainer
+from ..train import TrainConfig, fit
 from ..train.checkpoint import write_json
 
 _CORPORA: dict[tuple, code.CodeCorpus] = {}
@@ -79,17 +79,24 @@ def run_config(name: str, cfg: CodeConfig) -> dict:
     return {"recipe": name, "config": asdict(cfg), "model": cfg.model_config().to_dict()}
 
 
-def fit(name: str, cfg: CodeConfig, objective, data: dict, run_dir: Path, progress: bool = True):
-    """Train `objective` on `data`; returns it holding the weights to evaluate."""
-    trainer = Trainer(objective, data, cfg.train_config(), run_dir, run_config(name, cfg), progress=progress)
-    trainer.fit()
-    objective.load_state_dict(trainer.eval_state_dict())
-    return objective
+def train(recipe, cfg: CodeConfig, run_dir: Path, progress: bool = True, tokenizer_from: Path | None = None) -> dict:
+    """What `train` is for every code recipe module: its corpus, `recipe.build(cfg)` trained by the one
+    Trainer on the training chunks, then `recipe.evaluate` with the weights to evaluate."""
+    corpus_ = corpus(cfg, run_dir, tokenizer_from)
+    objective = fit(recipe.build(cfg), corpus_.train.data(), cfg.train_config(), run_dir,
+                    run_config(recipe.NAME, cfg), progress)
+    return recipe.evaluate(cfg, objective, run_dir)
 
 
 def held_out(cfg: CodeConfig, corpus_: code.CodeCorpus):
     """The first `eval_chunks` chunks of the test split, in a fixed order."""
     return corpus_.test.tokens[: cfg.eval_chunks]
+
+
+def metric_table(metrics: dict) -> list[str]:
+    """A two-column Markdown table of the metrics, floats to 4 decimals."""
+    return ["| metric | value |", "|---|---|",
+            *[f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]]
 
 
 def write_report(run_dir: Path, metrics: dict, title: str, lines: list[str]) -> None:

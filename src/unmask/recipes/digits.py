@@ -26,7 +26,7 @@ from ..objectives import MaskedTokenModeling
 from ..sampling import AncestralSampler, FirstHittingSampler, MaskGITSampler
 from ..schedules import SCHEDULES, Schedule
 from ..seeding import seeded
-from ..train import TrainConfig, Trainer
+from ..train import TrainConfig, fit
 from ..train.checkpoint import write_json
 
 NAME = "digits"
@@ -85,14 +85,7 @@ def run_config(cfg: Config) -> dict:
 def train(cfg: Config, run_dir: Path, progress: bool = True) -> dict:
     objective = build(cfg)
     data = {"tokens": digits.load("train").tokens}
-    trainer = Trainer(objective, data, cfg.train_config(), run_dir, run_config(cfg), progress=progress)
-    trainer.fit()
-    return evaluate(cfg, objective_weights(objective, trainer.eval_state_dict()), run_dir)
-
-
-def objective_weights(objective, state_dict) -> MaskedTokenModeling:
-    objective.load_state_dict(state_dict)
-    return objective
+    return evaluate(cfg, fit(objective, data, cfg.train_config(), run_dir, run_config(cfg), progress), run_dir)
 
 
 def evaluate(cfg: Config, objective: MaskedTokenModeling, run_dir: Path) -> dict:

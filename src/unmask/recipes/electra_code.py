@@ -9,6 +9,7 @@ discriminator's frozen features (a chunk's top-level package) and scores detecti
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +44,7 @@ def run_config(cfg: Config) -> dict:
 
 
 def train(cfg: Config, run_dir: Path, progress: bool = True, tokenizer_from: Path | None = None) -> dict:
-    corpus = code_runs.corpus(cfg, run_dir, tokenizer_from)
-    objective = code_runs.fit(NAME, cfg, build(cfg), {"tokens": corpus.train.tokens}, run_dir, progress)
-    return evaluate(cfg, objective, run_dir)
+    return code_runs.train(sys.modules[__name__], cfg, run_dir, progress, tokenizer_from)
 
 
 @torch.no_grad()
@@ -62,9 +61,7 @@ def evaluate(cfg: Config, objective: Electra, run_dir: Path) -> dict:
         f"Recipe `{NAME}`: {cfg.steps} steps of {cfg.batch_size} x {cfg.length} tokens, width {cfg.dim} "
         f"(generator {cfg.generator_share} of it), depth {cfg.depth}, discriminator weight {cfg.disc_weight}.",
         "",
-        "| metric | value |",
-        "|---|---|",
-        *[f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()],
+        *code_runs.metric_table(metrics),
     ]
     code_runs.write_report(run_dir, metrics, "electra-code: replaced-token detection on Python code", lines)
     return metrics

@@ -51,7 +51,7 @@ from ..objectives.mimic import MimicBeforeReconstruct
 from ..objectives.mto import MaskedTokenOptimization
 from ..objectives.selective_mae import SelectiveMaskedAutoencoding
 from ..objectives.umd import UnifiedMaskedDiffusion
-from ..train import TrainConfig, Trainer
+from ..train import TrainConfig, fit
 from ..train.checkpoint import write_json
 
 NAME = "mae-digits"
@@ -153,10 +153,7 @@ def teacher_encoder(cfg: Config, run_dir: Path, progress: bool) -> MaskedEncoder
         return tobj.model.encoder
     tcfg = replace(cfg, variant="mae", teacher_run="")
     tobj = build(tcfg)
-    trainer = Trainer(tobj, {"images": images("train")}, tcfg.train_config(), Path(run_dir) / "teacher",
-                      run_config(tcfg), progress=progress)
-    trainer.fit()
-    tobj.load_state_dict(trainer.eval_state_dict())
+    fit(tobj, {"images": images("train")}, tcfg.train_config(), Path(run_dir) / "teacher", run_config(tcfg), progress)
     return tobj.model.encoder
 
 
@@ -167,10 +164,7 @@ def run_config(cfg: Config) -> dict:
 def train(cfg: Config, run_dir: Path, progress: bool = True) -> dict:
     teacher = teacher_encoder(cfg, run_dir, progress) if cfg.variant in TEACHER_VARIANTS else None
     objective = build(cfg, teacher)
-    trainer = Trainer(objective, {"images": images("train")}, cfg.train_config(), run_dir, run_config(cfg),
-                      progress=progress)
-    trainer.fit()
-    objective.load_state_dict(trainer.eval_state_dict())
+    fit(objective, {"images": images("train")}, cfg.train_config(), run_dir, run_config(cfg), progress)
     return evaluate(cfg, objective, run_dir)
 
 

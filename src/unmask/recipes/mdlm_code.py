@@ -11,6 +11,7 @@ sampler, the whole file checked with `ast.parse`.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,9 +64,7 @@ def run_config(cfg: Config) -> dict:
 
 
 def train(cfg: Config, run_dir: Path, progress: bool = True, tokenizer_from: Path | None = None) -> dict:
-    corpus = code_runs.corpus(cfg, run_dir, tokenizer_from)
-    objective = code_runs.fit(NAME, cfg, build(cfg), {"tokens": corpus.train.tokens}, run_dir, progress)
-    return evaluate(cfg, objective, run_dir)
+    return code_runs.train(sys.modules[__name__], cfg, run_dir, progress, tokenizer_from)
 
 
 def evaluate(cfg: Config, objective: MaskedDiffusion, run_dir: Path) -> dict:
@@ -101,9 +100,7 @@ def report_lines(cfg: Config, metrics: dict, cases, shown: dict, corpus, k: int 
         f"Recipe `{NAME}` (coupled={cfg.coupled}): {cfg.steps} steps of {cfg.batch_size} x {cfg.length} tokens, "
         f"width {cfg.dim}, depth {cfg.depth}, seed {cfg.seed}.",
         "",
-        "| metric | value |",
-        "|---|---|",
-        *[f"| {k_} | {v:.4f} |" if isinstance(v, float) else f"| {k_} | {v} |" for k_, v in metrics.items()],
+        *code_runs.metric_table(metrics),
         "",
         "## Infilled function bodies",
     ]

@@ -11,6 +11,7 @@ DeBERTa's enhanced mask decoder (P10).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,9 +60,7 @@ def run_config(cfg: Config) -> dict:
 
 
 def train(cfg: Config, run_dir: Path, progress: bool = True, tokenizer_from: Path | None = None) -> dict:
-    corpus = code_runs.corpus(cfg, run_dir, tokenizer_from)
-    objective = code_runs.fit(NAME, cfg, build(cfg), corpus.train.data(), run_dir, progress)
-    return evaluate(cfg, objective, run_dir)
+    return code_runs.train(sys.modules[__name__], cfg, run_dir, progress, tokenizer_from)
 
 
 def evaluate(cfg: Config, objective: MaskedTokenModeling, run_dir: Path) -> dict:
@@ -78,9 +77,7 @@ def evaluate(cfg: Config, objective: MaskedTokenModeling, run_dir: Path) -> dict
         f"EMD {cfg.emd}; {cfg.steps} steps of {cfg.batch_size} x {cfg.length} tokens, width {cfg.dim}, "
         f"depth {cfg.depth}, seed {cfg.seed}.",
         "",
-        "| metric | value |",
-        "|---|---|",
-        *[f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()],
+        *code_runs.metric_table(metrics),
     ]
     code_runs.write_report(run_dir, metrics, "mlm-code: masked language model on Python code", lines)
     return metrics

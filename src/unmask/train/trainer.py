@@ -358,3 +358,13 @@ def _step(row: dict) -> float:
 def _short(value, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def fit(objective: nn.Module, data: dict, config: TrainConfig, run_dir: Path, run_config: dict,
+        progress: bool = True) -> nn.Module:
+    """Train `objective` on `data` with the one Trainer (resuming the run found in `run_dir`), then load
+    the weights to evaluate (EMA ones when EMA is on) into it; returns it. What every recipe's `train` does."""
+    trainer = Trainer(objective, data, config, run_dir, run_config, progress=progress)
+    trainer.fit()
+    objective.load_state_dict(trainer.eval_state_dict())
+    return objective
