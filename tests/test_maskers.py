@@ -1,64 +1,130 @@
-"""One contract over every masker: shape, dtype, exact count, determinism, untouched segments."""
+"""One contract over every masker: shape, dtype, exact count, determinism, untouched segments.
+
+Three maskers count differently, as their papers do (each documented in its module): MEAP hides
+max(1, floor(ratio * L)), entity masking at most one token per entity, running cells round per 2x2 cell."""
+
+import math
 
 import pytest
 import torch
 
 from unmask.layout import Layout
-from unmask.masking import BernoulliMask, BlockMask, RandomMask, SpanMask, TubeMask, hide_top
+from unmask.masking import (
+    BernoulliMask,
+    BlockMask,
+    ColorMask,
+    DisjointViewMask,
+    EntityMask,
+    FrequencyMask,
+    HardPatchMask,
+    MeapMask,
+    NGramMask,
+    RandomMask,
+    RunningCellMask,
+    SelectiveMask,
+    SpanMask,
+    TubeMask,
+    TwinMask,
+    WholeWordMask,
+    hide_top,
+)
 
 SEQ = Layout.seq(1, name="label") + Layout.seq(37, name="tokens")
 GRID = Layout.seq(1, name="label") + Layout.grid(8, 8, name="pixels")
 VIDEO = Layout.seq(2, name="text") + Layout.video(4, 4, 4, name="video")
 STREAMS = Layout.streams(4, 16, name="voices")
 
-# (masker, layout, segment it may hide, expected count for a ratio)
+def words(b, n):
+    """word_ids of 1..3-token words, the same cut in every row."""
+    sizes = [1 + (i % 3) for i in range(n)]
+    ids = torch.repeat_interleave(torch.arange(n), torch.tensor(sizes))[:n]
+    return {"word_ids": ids.expand(b, n).clone()}
+
+
+def entities(b, n):
+    """entity_ids: identifiers of 2 tokens, so SEQ's 37 tokens hold 19 entities."""
+    return {"entity_ids": ((torch.arange(n) + 1) // 2).expand(b, n).clone()}
+
+
+def scores(name):
+    """Per-token scores of the 64 pixels (data-driven maskers read one segment's values)."""
+    return lambda b, n: {name: torch.rand(b, 64, generator=torch.Generator().manual_seed(b))}
+
+
+def first_view(b, n):
+    return {"first": RandomMask()(Layout.grid(8, 8), b, ratio=0.5, generator=torch.Generator().manual_seed(11))}
+
+
+# (masker, layout, segment it may hide, expected count for a ratio, context the masker reads)
 CASES = [
-    (RandomMask(("tokens",)), SEQ, "tokens", lambda r: round(r * 37)),
-    (RandomMask(("pixels",)), GRID, "pixels", lambda r: round(r * 64)),
-    (BlockMask(("pixels",)), GRID, "pixels", lambda r: round(r * 64)),
-    (BlockMask(), STREAMS, "voices", lambda r: round(r * 64)),
-    (SpanMask(("tokens",)), SEQ, "tokens", lambda r: round(r * 37)),
-    (SpanMask(), STREAMS, "voices", lambda r: round(r * 64)),
-    (TubeMask(("video",)), VIDEO, "video", lambda r: 4 * round(r * 16)),
+    (RandomMask(("tokens",)), SEQ, "tokens", lambda r: round(r * 37), None),
+    (RandomMask(("pixels",)), GRID, "pixels", lambda r: round(r * 64), None),
+    (BlockMask(("pixels",)), GRID, "pixels", lambda r: round(r * 64), None),
+    (BlockMask(), STREAMS, "voices", lambda r: round(r * 64), None),
+    (SpanMask(("tokens",)), SEQ, "tokens", lambda r: round(r * 37), None),
+    (SpanMask(), STREAMS, "voices", lambda r: round(r * 64), None),
+    (TubeMask(("video",)), VIDEO, "video", lambda r: 4 * round(r * 16), None),
+    *[(ColorMask(("pixels",), colour=c), GRID, "pixels", lambda r: round(r * 64), None)
+      for c in ("red", "blue", "green", "purple")],
+    (FrequencyMask(("pixels",)), GRID, "pixels", lambda r: round(r * 64), None),
+    (MeapMask(("tokens",)), SEQ, "tokens", lambda r: max(1, math.floor(r * 37)) if r > 0 else 0, None),
+    (WholeWordMask(("tokens",)), SEQ, "tokens", lambda r: round(r * 37), words),
+    (NGramMask(("tokens",)), SEQ, "tokens", lambda r: round(r * 37), words),
+    (EntityMask(("tokens",)), SEQ, "tokens", lambda r: min(round(r * 37), 19), entities),  # one per entity
+    (HardPatchMask(("pixels",)), GRID, "pixels", lambda r: round(r * 64), scores("scores")),
+    (SelectiveMask(("pixels",)), GRID, "pixels", lambda r: round(r * 64), scores("energy")),
+    (DisjointViewMask(("pixels",)), GRID, "pixels", lambda r: round(r * 64), first_view),
+    (TwinMask(("pixels",)), GRID, "pixels", lambda r: round(r * 64), first_view),
+    (RunningCellMask(("video",)), VIDEO, "video", lambda r: 4 * 4 * round(4 * r), None),  # rounded per 2x2 cell
 ]
-IDS = ["random-seq", "random-grid", "block-grid", "block-streams", "span-seq", "span-streams", "tube"]
+IDS = ["random-seq", "random-grid", "block-grid", "block-streams", "span-seq", "span-streams", "tube",
+       "color-red", "color-blue", "color-green", "color-purple", "frequency", "meap", "whole-word", "ngram",
+       "entity", "hard-patch", "selective", "disjoint", "twin", "running-cell"]
 
 
-@pytest.mark.parametrize("masker,layout,segment,expected", CASES, ids=IDS)
+@pytest.mark.parametrize("masker,layout,segment,expected,context", CASES, ids=IDS)
 class TestMaskerContract:
+    @staticmethod
+    def draw(masker, layout, context, b, ratio, seed):
+        extra = context(b, layout.n) if context else {}
+        return masker(layout, b, ratio=ratio, generator=torch.Generator().manual_seed(seed), **extra)
+
     @pytest.mark.parametrize("ratio", [0.0, 0.15, 0.5, 0.75, 0.9, 1.0])
-    def test_shape_dtype_exact_count(self, masker, layout, segment, expected, ratio):
-        mask = masker(layout, 16, ratio=ratio, generator=torch.Generator().manual_seed(1))
+    def test_shape_dtype_exact_count(self, masker, layout, segment, expected, context, ratio):
+        mask = self.draw(masker, layout, context, 16, ratio, 1)
         assert mask.shape == (16, layout.n) and mask.dtype == torch.bool
         assert (mask.sum(1) == expected(ratio)).all()
 
-    def test_untouched_segments(self, masker, layout, segment, expected):
-        mask = masker(layout, 32, ratio=0.9, generator=torch.Generator().manual_seed(2))
+    def test_untouched_segments(self, masker, layout, segment, expected, context):
+        mask = self.draw(masker, layout, context, 32, 0.9, 2)
         outside = torch.ones(layout.n, dtype=torch.bool)
         outside[layout.slice(segment)] = False
         assert not mask[:, outside].any()
 
-    def test_same_generator_same_mask(self, masker, layout, segment, expected):
-        a = masker(layout, 8, ratio=0.6, generator=torch.Generator().manual_seed(3))
-        b = masker(layout, 8, ratio=0.6, generator=torch.Generator().manual_seed(3))
-        c = masker(layout, 8, ratio=0.6, generator=torch.Generator().manual_seed(4))
+    def test_same_generator_same_mask(self, masker, layout, segment, expected, context):
+        a = self.draw(masker, layout, context, 8, 0.6, 3)
+        b = self.draw(masker, layout, context, 8, 0.6, 3)
+        c = self.draw(masker, layout, context, 8, 0.6, 4)
         assert torch.equal(a, b)
         assert not torch.equal(a, c)
 
-    def test_per_row_ratios(self, masker, layout, segment, expected):
+    def test_per_row_ratios(self, masker, layout, segment, expected, context):
         ratios = torch.tensor([0.0, 0.25, 0.5, 1.0])
-        mask = masker(layout, 4, ratio=ratios, generator=torch.Generator().manual_seed(5))
+        mask = self.draw(masker, layout, context, 4, ratios, 5)
         assert mask.sum(1).tolist() == [expected(float(r)) for r in ratios]
 
-    def test_rows_differ(self, masker, layout, segment, expected):
-        mask = masker(layout, 8, ratio=0.5, generator=torch.Generator().manual_seed(6))
+    def test_rows_differ(self, masker, layout, segment, expected, context):
+        mask = self.draw(masker, layout, context, 8, 0.5, 6)
+        if isinstance(masker, MeapMask):  # one set of positions per batch, shared by its rows (its reference script)
+            assert (mask == mask[0]).all()
+            return
         assert len({tuple(row.tolist()) for row in mask}) > 1
 
-    def test_bad_ratio_is_an_error(self, masker, layout, segment, expected):
+    def test_bad_ratio_is_an_error(self, masker, layout, segment, expected, context):
         with pytest.raises(ValueError, match=r"\[0, 1\]"):
-            masker(layout, 2, ratio=1.5)
+            self.draw(masker, layout, context, 2, 1.5, 0)
         with pytest.raises(ValueError, match="rows"):
-            masker(layout, 2, ratio=torch.tensor([0.1, 0.2, 0.3]))
+            self.draw(masker, layout, context, 2, torch.tensor([0.1, 0.2, 0.3]), 0)
 
 
 def test_per_segment_ratios_are_counted_per_segment():
