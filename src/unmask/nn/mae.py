@@ -215,14 +215,17 @@ class MAEDecoder(nn.Module):
         if targets is None:
             if dropped:
                 body = restore(body, self.mask_token.to(body.dtype), index)
-            h = self.transformer(torch.cat([head, body + pos], dim=1))[:, self.prefix :]
-            return self.head(h if every else gather_tokens(h, index.ids_hidden))
+            x = torch.cat([head, body + pos], dim=1)
+            if every:
+                return self.head(self.transformer(x)[:, self.prefix :])
+            return self.head(self.transformer(x, only=index.ids_hidden + self.prefix))  # last block at hidden only
         if not dropped:
             raise ValueError("decoding a subset of targets needs a drop-hidden encoder")
         visible = body + gather_tokens(pos, index.ids_keep)
         queries = self.mask_token + gather_tokens(pos, targets)
-        h = self.transformer(torch.cat([head, visible, queries], dim=1))
-        return self.head(h[:, -targets.shape[1] :])
+        x = torch.cat([head, visible, queries], dim=1)
+        n, t = x.shape[1], targets.shape[1]
+        return self.head(self.transformer(x, only=torch.arange(n - t, n, device=x.device).expand(x.shape[0], t)))
 
 
 def init_mae(module: nn.Module) -> None:

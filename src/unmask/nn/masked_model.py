@@ -65,7 +65,13 @@ class MaskedTokenModel(nn.Module):
     def forward(self, tokens: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
         """tokens: Long[B, N] (mask id V at hidden places). Returns logits Float[B, N, V], or
         Float[M, V] at the M positions where `where` (Bool[B, N]) is True."""
-        logits = self.head(self.features(tokens), where)
+        counts = where.sum(1) if where is not None else None
+        if counts is not None and counts.numel() and bool((counts == counts[0]).all()):
+            # The same count in every row (exact-count maskers): the last block runs at those places only.
+            ids = where.nonzero()[:, 1].view(tokens.shape[0], int(counts[0]))  # row-major, as h[where]
+            logits = self.head(self.encoder(self.embed(tokens), only=ids).reshape(-1, self.config.dim))
+        else:
+            logits = self.head(self.features(tokens), where)
         banned = self.disallowed.expand(tokens.shape[0], -1, -1)
         banned = banned[where] if where is not None else banned
         return logits.masked_fill(banned, float("-inf"))

@@ -31,6 +31,18 @@ class Attention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.proj(y.transpose(1, 2).reshape(b, n, d))
 
+    def attend(self, queries: torch.Tensor, context: torch.Tensor,
+               attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Queries from one stream, keys and values from another, with this layer's weights.
+        queries: [B, M, D], context: [B, N, D] -> [B, M, D]; `attend(x, x)` equals `forward(x)`."""
+        b, m, d = queries.shape
+        n, h = context.shape[1], self.heads
+        w, bias = self.qkv.weight, self.qkv.bias
+        q = F.linear(queries, w[:d], bias[:d]).view(b, m, h, d // h).transpose(1, 2)  # [B, H, M, D/H]
+        kv = F.linear(context, w[d:], bias[d:]).view(b, n, 2, h, d // h).permute(2, 0, 3, 1, 4)  # 2 x [B, H, N, D/H]
+        y = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=attn_mask)
+        return self.proj(y.transpose(1, 2).reshape(b, m, d))
+
 
 class Block(nn.Module):
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
@@ -68,9 +80,23 @@ class Transformer(nn.Module):
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, *,
                 past: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-                keep_kv: torch.Tensor | None = None):
+                keep_kv: torch.Tensor | None = None, only: torch.Tensor | None = None):
+        """`only` (Long[B, M]): return [B, M, D], the outputs at those positions alone; the last block
+        then computes its queries, MLP and norms there only (keys and values still come from every
+        position), which is the same result for less work when a loss reads a few positions."""
         if past is not None and len(past) != len(self.blocks):
             raise ValueError(f"past holds K/V for {len(past)} layers; this Transformer has {len(self.blocks)}")
+        if only is not None:
+            if past is not None or keep_kv is not None:
+                raise ValueError("`only` does not combine with past or keep_kv")
+            if not self.blocks:
+                return self.norm(_rows(x, only))
+            *first, last = self.blocks
+            for block in first:
+                x = block(x, attn_mask)
+            h = last.norm1(x)
+            y = _rows(x, only) + last.attn.attend(_rows(h, only), h, _mask_rows(attn_mask, only))
+            return self.norm(y + last.mlp(last.norm2(y)))
         kept: list[tuple[torch.Tensor, torch.Tensor]] = []
         for i, block in enumerate(self.blocks):
             fresh: list | None = [] if keep_kv is not None else None
@@ -79,6 +105,24 @@ class Transformer(nn.Module):
                 kept.append(tuple(t.gather(2, _head_index(keep_kv, t)) for t in fresh[0]))
         x = self.norm(x)
         return x if keep_kv is None else (x, kept)
+
+
+def _rows(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """x: [B, N, D], ids: Long[B, M] -> [B, M, D]."""
+    return x.gather(1, ids.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def _mask_rows(attn_mask: torch.Tensor | None, ids: torch.Tensor) -> torch.Tensor | None:
+    """The query rows `ids` of an attention mask broadcastable to [B, H, N, N]."""
+    if attn_mask is None:
+        return None
+    if attn_mask.ndim < 2 or attn_mask.shape[-2] == 1:
+        return attn_mask  # the same for every query
+    m = attn_mask if attn_mask.ndim == 4 else attn_mask.reshape(1, 1, *attn_mask.shape[-2:]) if attn_mask.ndim == 2 \
+        else attn_mask.unsqueeze(1)
+    m = m.expand(ids.shape[0], m.shape[1], *m.shape[2:])
+    index = ids.view(ids.shape[0], 1, -1, 1).expand(-1, m.shape[1], -1, m.shape[-1])
+    return m.gather(2, index)
 
 
 def _head_index(index: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
