@@ -70,6 +70,28 @@ def untrained_probe(cfg, corpus) -> dict:
     return code_eval.package_probe(model.features, corpus, seed=cfg.seed)
 
 
+def infill_temperatures(out: Path, temperatures=(0.5, 0.2)) -> dict:
+    """Function-body infilling of the trained mdlm-code run at lower sampling temperatures (its own
+    evaluation samples at 1.0); cached in OUT/mdlm/infill_temperatures.json."""
+    path = out / "mdlm" / "infill_temperatures.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    from unmask.recipes import load_run
+
+    _, cfg, objective = load_run(out / "mdlm")
+    corpus = code_runs.corpus(cfg, out / "mdlm")
+    cases = code_eval.infill_cases(corpus, cfg.length, cfg.infill_cases)
+    result = {}
+    for t in temperatures:
+        for name, sampler in mdlm_code.samplers(replace(cfg, temperature=t)).items():
+            if name != "maskgit-greedy":
+                r = code_eval.infill(objective.model.eval(), cases, sampler, corpus, cfg.length, cfg.vocab_size,
+                                     cfg.seed)
+                result[f"{name} @ {t}"] = {"parse": r.share, "token_accuracy": r.token_accuracy}
+    path.write_text(json.dumps(result, indent=2))
+    return result
+
+
 def pick_examples(examples: list[dict], k: int = 4) -> list[int]:
     """Up to k cases: first those whose whole file parsed with some sampler, then the first ones."""
     samplers = ("maskgit", "ancestral", "first-hitting")
@@ -86,6 +108,7 @@ def write_doc(path: Path, r: dict, steps: dict, flops: dict, bench: dict | None,
     ar, md, el, ml = r["ar"], r["mdlm"], r["electra"], r["mlm"]
     command = f"python benchmarks/code_report.py --out {out} --steps {args.steps}"
     command += (f" --maskers {args.maskers}" if args.maskers else "")
+    command += f" --mlm-steps {args.mlm_steps}" if args.mlm_steps else ""
     command += f" --threads {args.threads}" if args.threads else ""
     L = []
     L += ["# Text and code: masked language models on the Python standard library", "",
@@ -125,7 +148,7 @@ def write_doc(path: Path, r: dict, steps: dict, flops: dict, bench: dict | None,
           "into the whole file, which must pass `ast.parse`. mdlm-code knows the body's length (the hidden "
           "count); the CM3 model chooses it (it stops at `<eos>`, at most 8 tokens over) and sees a window "
           "11 tokens shorter.", "",
-          "Temperature 1 for every sampler but the greedy row; greedy outputs are often one token repeated "
+          "Temperature 1 unless the row says otherwise (greedy: none); greedy outputs are often one token repeated "
           "(`________` is a valid statement), so read the parse share beside the token accuracy (share of "
           "hidden tokens equal to the original).", "",
           "| filler | whole file parses | token accuracy | denoiser calls per batch |", "|---|---|---|---|",
@@ -135,6 +158,9 @@ def write_doc(path: Path, r: dict, steps: dict, flops: dict, bench: dict | None,
               f"| {fmt(md['infill_nfe_' + s], 1)} |"]
     if "ar-cm3" in r:
         L += [f"| ar-code + CM3, left to right | {fmt(r['ar-cm3']['infill_parse_cm3'])} | | |"]
+    for name, v in r.get("_infill_temperatures", {}).items():
+        L += [f"| mdlm-code + {name.replace(' @ ', ', temperature ')} | {fmt(v['parse'])} | "
+              f"{fmt(v['token_accuracy'])} | |"]
     examples = json.loads((out / "mdlm" / "infill.json").read_text())
     cm3 = json.loads((out / "ar-cm3" / "infill.json").read_text()) if "ar-cm3" in r else None
     for i in pick_examples(examples):
@@ -150,7 +176,10 @@ def write_doc(path: Path, r: dict, steps: dict, flops: dict, bench: dict | None,
     L += ["", "## ELECTRA against MLM at equal compute (P36)", "",
           f"Training FLOPs per step (forward + backward, batch {r['_cfg'].batch_size}): ELECTRA "
           f"{flops['electra'] / 1e9:.1f} G, MLM {flops['mlm'] / 1e9:.1f} G, so MLM trains {steps['mlm']} steps "
-          f"to ELECTRA's {steps['electra']}. Linear probe (logistic regression on standardised, mean-pooled "
+          f"to ELECTRA's {steps['electra']}"
+          + (f" (set by --mlm-steps; the FLOP count gives {steps['mlm_flops']}: these runs were made when the MLM step "
+             "still ran its last block at every position)" if steps["mlm"] != steps["mlm_flops"] else "")
+          + ". Linear probe (logistic regression on standardised, mean-pooled "
           f"frozen features) predicting a chunk's top-level package: {ml['probe_classes']} packages with "
           f"enough chunks in both splits, trained on up to 3000 training chunks, scored on "
           f"{ml['probe_test_chunks']} held-out chunks of unseen files.", "",
@@ -237,6 +266,7 @@ def main(argv=None):
                    "(whole-word, span, ngram, entity)")
     p.add_argument("--skip-extras", action="store_true", help="no mlm-emd, ar-meap, ar-cm3")
     p.add_argument("--bench", action="store_true", help="run benchmarks/mlm_vs_transformers.py too")
+    p.add_argument("--mlm-steps", type=int, default=0, help="steps of the MLM runs (0: ELECTRA's training FLOPs)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--only", default="", help="comma-separated runs to train now (others are read back if "
                    "done); the doc is written once every run is done")
@@ -253,8 +283,10 @@ def main(argv=None):
 
     flops = {"electra": train_flops(electra_code, electra_code.Config(steps=args.steps, checkpoint_every=every)),
              "mlm": train_flops(mlm_code, mlm_code.Config(steps=args.steps))}
-    mlm_steps = round(args.steps * flops["electra"] / flops["mlm"])
-    steps = {"ar": args.steps, "mdlm": args.steps, "electra": args.steps, "mlm": mlm_steps}
+    mlm_flops_steps = round(args.steps * flops["electra"] / flops["mlm"])
+    mlm_steps = args.mlm_steps or mlm_flops_steps
+    steps = {"ar": args.steps, "mdlm": args.steps, "electra": args.steps, "mlm": mlm_steps,
+             "mlm_flops": mlm_flops_steps}
     plan = [("ar", ar_code, ar_code.Config(steps=args.steps, checkpoint_every=every)),
             ("mdlm", mdlm_code, mdlm_code.Config(steps=args.steps, checkpoint_every=every)),
             ("electra", electra_code, electra_code.Config(steps=args.steps, checkpoint_every=every)),
@@ -283,6 +315,7 @@ def main(argv=None):
         return
     code_runs.corpus(base, out / "mlm")  # the cached corpus for the probe
     r["untrained"] = untrained_probe(base, code_runs.corpus(base, out / "mlm"))
+    r["_infill_temperatures"] = infill_temperatures(out)
     bench = None
     bench_file = out / "mlm_vs_transformers.json"
     if args.bench:
