@@ -12,12 +12,15 @@ from .hard_patch import HardPatchMask
 from .meap import MeapMask
 from .ngram import NGramMask
 from .random import BernoulliMask, RandomMask, random_mask
+from .running_cell import RunningCellMask
 from .selective import SelectiveMask
 from .span import SpanMask
 from .tube import TubeMask
+from .twin import TwinMask
 from .words import WholeWordMask
 
 __all__ = ["Masker", "hide_top", "RandomMask", "BernoulliMask", "BlockMask", "SpanMask", "TubeMask", "random_mask",
            "BertCorruption", "WholeWordMask", "NGramMask", "EntityMask", "MeapMask", "CausalMasking",
            "cm3_spans", "cm3_transform",
-           "ColorMask", "DisjointViewMask", "FrequencyMask", "HardPatchMask", "SelectiveMask"]
+           "ColorMask", "DisjointViewMask", "FrequencyMask", "HardPatchMask", "SelectiveMask",
+           "RunningCellMask", "TwinMask"]

@@ -23,11 +23,14 @@ from .base import Masker
 from .color import COLOURS, ColorMask
 from .frequency import FrequencyMask
 from .random import RandomMask
+from .twin import TwinMask
 
 LAYOUTS = {"grid 16x16": Layout.grid(16, 16), "video 4x8x8": Layout.video(4, 8, 8),
            "streams 4x32": Layout.streams(4, 32)}
 VARIANTS = {ColorMask: [(f"ColorMask {c}", ColorMask(colour=c)) for c in COLOURS],
-            FrequencyMask: [(f"FrequencyMask {b}\n(fft2 order)", FrequencyMask(band=b)) for b in ("low", "high")]}
+            FrequencyMask: [(f"FrequencyMask {b}\n(fft2 order)", FrequencyMask(band=b)) for b in ("low", "high")],
+            TwinMask: [("TwinMask independent\n(2nd mask of `first`)", TwinMask()),
+                       ("TwinMask overlap 0.5\n(2nd mask of `first`)", TwinMask(overlap=0.5))]}
 
 
 def exported_maskers() -> list[tuple[str, Masker]]:

@@ -61,6 +61,19 @@ def patchify_video(videos: torch.Tensor, patch: int, tubelet: int) -> torch.Tens
     return x.reshape(b, (t // tubelet) * (h // patch) * (w // patch), tubelet * patch * patch * c)
 
 
+def unpatchify_video(tubelets: torch.Tensor, patch: int, tubelet: int, channels: int, frames: int, height: int,
+                     width: int) -> torch.Tensor:
+    """The inverse of `patchify_video`: Float[B, L, t*p*p*C] -> Float[B, C, T, H, W]."""
+    _check(height, width, patch)
+    b, n, d = tubelets.shape
+    gt, gh, gw = frames // max(tubelet, 1), height // patch, width // patch
+    if tubelet < 1 or frames % tubelet or n != gt * gh * gw or d != tubelet * patch * patch * channels:
+        raise ValueError(f"tubelets {tuple(tubelets.shape)} do not tile a {channels}x{frames}x{height}x{width} video "
+                         f"with {tubelet}x{patch}x{patch} tubelets")
+    x = tubelets.reshape(b, gt, gh, gw, tubelet, patch, patch, channels)
+    return x.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, channels, frames, height, width)
+
+
 class PatchEmbed(nn.Module):
     """A linear map of each flattened patch (the same map as ViT's stride-p convolution, whose
     weight `[D, C, p, p]` is this one's `[D, p*p*C]` permuted; for videos, VideoMAE's tubelet

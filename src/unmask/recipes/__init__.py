@@ -6,11 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UnmaskError
-from . import ar_code, digits, electra_code, mae_digits, mdlm_code, mlm_code
+from . import (
+    ar_code,
+    chorales,
+    digits,
+    electra_code,
+    genmol,
+    mae_digits,
+    mdlm_code,
+    mlm_code,
+    pointmae_shapes,
+    videomae_digits,
+)
 
-RECIPES = {digits.NAME: digits}
-RECIPES.update({m.NAME: m for m in (mlm_code, electra_code, mdlm_code, ar_code)})
-RECIPES[mae_digits.NAME] = mae_digits
+RECIPES = {m.NAME: m for m in (digits, mae_digits, mlm_code, electra_code, mdlm_code, ar_code, videomae_digits,
+                                pointmae_shapes, chorales, genmol)}
 
 
 def get(name: str):
