@@ -23,6 +23,7 @@ from unmask.masking import (
     RunningCellMask,
     SelectiveMask,
     SpanMask,
+    TrackMask,
     TubeMask,
     TwinMask,
     WholeWordMask,
@@ -55,6 +56,10 @@ def first_view(b, n):
     return {"first": RandomMask()(Layout.grid(8, 8), b, ratio=0.5, generator=torch.Generator().manual_seed(11))}
 
 
+def all_voices(b, n):
+    return {"content": torch.ones(b, 4, dtype=torch.bool)}
+
+
 # (masker, layout, segment it may hide, expected count for a ratio, context the masker reads)
 CASES = [
     (RandomMask(("tokens",)), SEQ, "tokens", lambda r: round(r * 37), None),
@@ -76,10 +81,11 @@ CASES = [
     (DisjointViewMask(("pixels",)), GRID, "pixels", lambda r: round(r * 64), first_view),
     (TwinMask(("pixels",)), GRID, "pixels", lambda r: round(r * 64), first_view),
     (RunningCellMask(("video",)), VIDEO, "video", lambda r: 4 * 4 * round(4 * r), None),  # rounded per 2x2 cell
+    (TrackMask(), STREAMS, "voices", lambda r: round(r * 64), all_voices),
 ]
 IDS = ["random-seq", "random-grid", "block-grid", "block-streams", "span-seq", "span-streams", "tube",
        "color-red", "color-blue", "color-green", "color-purple", "frequency", "meap", "whole-word", "ngram",
-       "entity", "hard-patch", "selective", "disjoint", "twin", "running-cell"]
+       "entity", "hard-patch", "selective", "disjoint", "twin", "running-cell", "tracks"]
 
 
 @pytest.mark.parametrize("masker,layout,segment,expected,context", CASES, ids=IDS)

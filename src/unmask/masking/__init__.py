@@ -15,6 +15,7 @@ from .random import BernoulliMask, RandomMask, random_mask
 from .running_cell import RunningCellMask
 from .selective import SelectiveMask
 from .span import SpanMask
+from .tracks import TrackMask
 from .tube import TubeMask
 from .twin import TwinMask
 from .words import WholeWordMask
@@ -23,4 +24,4 @@ __all__ = ["Masker", "hide_top", "RandomMask", "BernoulliMask", "BlockMask", "Sp
            "BertCorruption", "WholeWordMask", "NGramMask", "EntityMask", "MeapMask", "CausalMasking",
            "cm3_spans", "cm3_transform",
            "ColorMask", "DisjointViewMask", "FrequencyMask", "HardPatchMask", "SelectiveMask",
-           "RunningCellMask", "TwinMask"]
+           "RunningCellMask", "TwinMask", "TrackMask"]
