@@ -160,8 +160,8 @@ def run(argv: list[str]) -> int:
     if args.n < 1:
         raise UnmaskError(f"--n must be >= 1, got {args.n}")
     out = args.out or args.run_dir / "samples.png"
-    recipe.sample(cfg, objective, args.n, out)
-    print(f"wrote {out}")
+    written = recipe.sample(cfg, objective, args.n, out) or out  # a recipe may write another format
+    print(f"wrote {written}")
     return 0
 
 

@@ -85,7 +85,7 @@ def evaluate(cfg: Config, objective: NextTokenPrediction, run_dir: Path) -> dict
     return metrics
 
 
-def sample(cfg: Config, objective: NextTokenPrediction, n: int, out: Path) -> None:
+def sample(cfg: Config, objective: NextTokenPrediction, n: int, out: Path) -> Path:
     """n chunks drawn left to right from the start token, written as text to `out` with suffix `.txt`."""
     if n < 1:
         raise UnmaskError(f"n must be >= 1, got {n}")
@@ -93,4 +93,6 @@ def sample(cfg: Config, objective: NextTokenPrediction, n: int, out: Path) -> No
     g = torch.Generator().manual_seed(cfg.seed)
     prefix = torch.full((n, 1), BOS)
     rows = code_eval.left_to_right(objective.model.eval(), prefix, cfg.length, g, cfg.temperature)
-    Path(out).with_suffix(".txt").write_text("\n\n# ----\n\n".join(tokenizer.decode(r) for r in rows))
+    path = Path(out).with_suffix(".txt")
+    path.write_text("\n\n# ----\n\n".join(tokenizer.decode(r) for r in rows))
+    return path

@@ -243,11 +243,13 @@ def write_report(cfg: Config, rows: dict, metrics: dict, run_dir: Path) -> None:
     (Path(run_dir) / "report.md").write_text("\n".join(lines))
 
 
-def sample(cfg: Config, objective: MaskedTokenModeling, n: int, out: Path) -> None:
+def sample(cfg: Config, objective: MaskedTokenModeling, n: int, out: Path) -> Path:
     """n unconditional windows, one after another with a bar of rest between, as one MIDI file
     (`out` with the suffix `.mid`)."""
     g = torch.Generator().manual_seed(cfg.seed)
     pieces = draw_unconditional(cfg, objective.model.eval(), n, g)
     gap = np.full((len(music.VOICES), 4 * cfg.grid), music.REST)
     joined = np.concatenate([x for p in pieces for x in (p, gap)][:-1], axis=1)
-    music.write_midi(joined, Path(out).with_suffix(".mid"), cfg.grid)
+    path = Path(out).with_suffix(".mid")
+    music.write_midi(joined, path, cfg.grid)
+    return path

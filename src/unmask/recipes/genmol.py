@@ -211,7 +211,7 @@ def report_lines(cfg: Config, m: dict, trace: list[dict], k: int = 5) -> list[st
     return lines
 
 
-def sample(cfg: Config, objective: MaskedDiffusion, n: int, out: Path) -> None:
+def sample(cfg: Config, objective: MaskedDiffusion, n: int, out: Path) -> Path:
     """n de novo molecules, one `SAFE<TAB>SMILES` line each (`invalid` where it does not decode),
     written to `out` with suffix `.tsv`."""
     if n < 1:
@@ -219,4 +219,6 @@ def sample(cfg: Config, objective: MaskedDiffusion, n: int, out: Path) -> None:
     mols = molecules.load_corpus(cfg.length, cfg.vocab_size, HELD_OUT_SHARE)
     texts = design.denovo(objective.model.eval(), mols, n, cfg.temperature, cfg.randomness, cfg.seed)
     lines = [f"{t}\t{decode_safe(t) or 'invalid'}" for t in texts]
-    Path(out).with_suffix(".tsv").write_text("\n".join(lines) + "\n")
+    path = Path(out).with_suffix(".tsv")
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -113,7 +113,7 @@ def report_lines(cfg: Config, metrics: dict, cases, shown: dict, corpus, k: int 
     return lines
 
 
-def sample(cfg: Config, objective: MaskedDiffusion, n: int, out: Path) -> None:
+def sample(cfg: Config, objective: MaskedDiffusion, n: int, out: Path) -> Path:
     """n unconditional chunks (first-hitting sampler), written as text to `out` with suffix `.txt`."""
     if n < 1:
         raise UnmaskError(f"n must be >= 1, got {n}")
@@ -122,4 +122,6 @@ def sample(cfg: Config, objective: MaskedDiffusion, n: int, out: Path) -> None:
     g = torch.Generator().manual_seed(cfg.seed)
     tokens = generate(objective.model.eval(), canvas, FirstHittingSampler(cfg.temperature),
                       mask_id=cfg.vocab_size, generator=g).tokens
-    Path(out).with_suffix(".txt").write_text("\n\n# ----\n\n".join(tokenizer.decode(r) for r in tokens))
+    path = Path(out).with_suffix(".txt")
+    path.write_text("\n\n# ----\n\n".join(tokenizer.decode(r) for r in tokens))
+    return path

@@ -83,7 +83,7 @@ def evaluate(cfg: Config, objective: MaskedTokenModeling, run_dir: Path) -> dict
     return metrics
 
 
-def sample(cfg: Config, objective: MaskedTokenModeling, n: int, out: Path) -> None:
+def sample(cfg: Config, objective: MaskedTokenModeling, n: int, out: Path) -> Path:
     """n unconditional chunks drawn with MaskGIT from an all-hidden canvas, written as text to `out`
     with the suffix `.txt`."""
     if n < 1:
@@ -95,4 +95,6 @@ def sample(cfg: Config, objective: MaskedTokenModeling, n: int, out: Path) -> No
 
     tokens = generate(objective.model.eval(), canvas, MaskGITSampler(16), mask_id=cfg.vocab_size, generator=g).tokens
     text = "\n\n# ----\n\n".join(tokenizer.decode(row) for row in tokens)
-    Path(out).with_suffix(".txt").write_text(text)
+    path = Path(out).with_suffix(".txt")
+    path.write_text(text)
+    return path
