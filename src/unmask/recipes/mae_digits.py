@@ -37,7 +37,7 @@ import torch
 from ..config import option
 from ..data import digits
 from ..errors import UnmaskError
-from ..eval.probe import pooled_features, probe
+from ..eval.probe import pooled_features, probe, probe_table
 from ..masking import BlockMask, ColorMask, RandomMask
 from ..masking.color import COLOURS
 from ..nn.mae import MAEConfig, MaskedAutoencoder, MaskedEncoder
@@ -205,14 +205,8 @@ def write_report(cfg: Config, metrics: dict, run_dir: Path) -> None:
         f"(360 digits); "
         f"few-shot = 10 labels per class, mean +- std over {cfg.probe_draws} draws.",
         "",
-        "| features | linear, all labels | linear, 10-shot | kNN, all labels | kNN, 10-shot |",
-        "|---|---|---|---|---|",
+        *probe_table(metrics, rows),
     ]
-    for label, p in rows:
-        if f"{p}linear" in metrics:
-            lines.append(f"| {label} | {metrics[p + 'linear']:.3f} | {metrics[p + 'linear_few']:.3f} +- "
-                         f"{metrics[p + 'linear_few_std']:.3f} | {metrics[p + 'knn']:.3f} | "
-                         f"{metrics[p + 'knn_few']:.3f} +- {metrics[p + 'knn_few_std']:.3f} |")
     (run_dir / "report.md").write_text("\n".join(lines) + "\n")
 
 

@@ -29,7 +29,7 @@ import torch
 from ..config import option
 from ..data import points as shapes
 from ..errors import UnmaskError
-from ..eval.probe import pooled_features, probe
+from ..eval.probe import pooled_features, probe, probe_table
 from ..nn.mae import MAEConfig
 from ..nn.point_groups import PointGroups
 from ..nn.point_mae import PointEncoder
@@ -161,14 +161,9 @@ def write_report(cfg: Config, metrics: dict, run_dir: Path) -> None:
         f"clouds of {len(shapes.SHAPES)} shapes); few-shot = 10 labels per class, mean +- std over "
         f"{cfg.probe_draws} draws.",
         "",
-        "| features | linear, all labels | linear, 10-shot | kNN, all labels | kNN, 10-shot |",
-        "|---|---|---|---|---|",
+        *probe_table(metrics, [(f"{cfg.variant}, pretrained", "pretrained_"),
+                               ("same encoder, random init", "random_init_")]),
     ]
-    for label, p in [(f"{cfg.variant}, pretrained", "pretrained_"), ("same encoder, random init", "random_init_")]:
-        if f"{p}linear" in metrics:
-            lines.append(f"| {label} | {metrics[p + 'linear']:.3f} | {metrics[p + 'linear_few']:.3f} +- "
-                         f"{metrics[p + 'linear_few_std']:.3f} | {metrics[p + 'knn']:.3f} | "
-                         f"{metrics[p + 'knn_few']:.3f} +- {metrics[p + 'knn_few_std']:.3f} |")
     (run_dir / "report.md").write_text("\n".join(lines) + "\n")
 
 

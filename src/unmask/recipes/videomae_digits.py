@@ -30,7 +30,7 @@ import torch
 
 from ..config import option
 from ..data.video import DIRECTION_NAMES, moving_digits
-from ..eval.probe import pooled_features, probe
+from ..eval.probe import pooled_features, probe, probe_table
 from ..nn.mae import MAEConfig, MaskedAutoencoder
 from ..objectives.cross_video import CrossVideoMAE
 from ..objectives.videomae import VideoMaskedAutoencoding
@@ -154,16 +154,9 @@ def write_report(cfg: Config, metrics: dict, run_dir: Path) -> None:
         + f", seed {cfg.seed}. Held-out clips of the 360 held-out digits; few-shot = 10 labels per class, "
         f"mean +- std over {cfg.probe_draws} draws.",
         "",
-        "| task | features | linear, all labels | linear, 10-shot | kNN, all labels | kNN, 10-shot |",
-        "|---|---|---|---|---|---|",
     ]
     for task in TASKS:
-        for label, p in rows:
-            k = f"{p}{task}_"
-            if k + "linear" in metrics:
-                lines.append(f"| {task} | {label} | {metrics[k + 'linear']:.3f} | {metrics[k + 'linear_few']:.3f} +- "
-                             f"{metrics[k + 'linear_few_std']:.3f} | {metrics[k + 'knn']:.3f} | "
-                             f"{metrics[k + 'knn_few']:.3f} +- {metrics[k + 'knn_few_std']:.3f} |")
+        lines += [f"Task: {task}.", "", *probe_table(metrics, [(label, f"{p}{task}_") for label, p in rows])]
     (run_dir / "report.md").write_text("\n".join(lines) + "\n")
 
 
