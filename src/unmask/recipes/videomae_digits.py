@@ -156,7 +156,7 @@ def write_report(cfg: Config, metrics: dict, run_dir: Path) -> None:
         "",
     ]
     for task in TASKS:
-        lines += [f"Task: {task}.", "", *probe_table(metrics, [(label, f"{p}{task}_") for label, p in rows])]
+        lines += [f"Task: {task}.", "", *probe_table(metrics, [(label, f"{p}{task}_") for label, p in rows]), ""]
     (run_dir / "report.md").write_text("\n".join(lines) + "\n")
 
 
