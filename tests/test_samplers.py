@@ -276,3 +276,14 @@ def test_one_shot_parallel_sampling_does_not():
     tv = total_variation(empirical(out.tokens, joint), joint.p)
     assert tv > 10 * TV_TOL
     assert tv == pytest.approx(exact_gap, abs=TV_TOL)
+
+
+def test_named_samplers():
+    from unmask.sampling import AncestralSampler, FirstHittingSampler, MaskGITSampler
+    from unmask.sampling.named import named_sampler
+
+    assert isinstance(named_sampler("maskgit", 8), MaskGITSampler)
+    assert isinstance(named_sampler("ancestral", 8, 0.5), AncestralSampler)
+    assert isinstance(named_sampler("first-hitting", 8), FirstHittingSampler)
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        named_sampler("greedy", 8)

@@ -30,7 +30,8 @@ from ..eval import music as music_eval
 from ..masking.tracks import TrackMask
 from ..nn import MaskedTokenModel, ModelConfig
 from ..objectives import MaskedTokenModeling
-from ..sampling import AncestralSampler, FirstHittingSampler, MaskGITSampler, generate
+from ..sampling import generate
+from ..sampling.named import NAMES, named_sampler
 from ..schedules import SCHEDULES, Schedule
 from ..seeding import seeded
 from ..train import TrainConfig, Trainer
@@ -39,7 +40,7 @@ from ..train.checkpoint import write_json
 NAME = "chorales"
 PAPERS = ("P16",)
 SUMMARY = "Bach chorales as 4 voices x time: one model harmonises a soprano, fills any voices, or writes all four"
-SAMPLERS = ("maskgit", "ancestral", "first-hitting")
+SAMPLERS = NAMES
 HARMONISE = np.array([False, True, True, True])  # soprano given; alto, tenor, bass generated
 _CORPORA: dict[tuple, list[music.Chorale]] = {}
 
@@ -78,11 +79,7 @@ class Config:
                            heads=self.heads)
 
     def sampler_object(self):
-        if self.sampler == "maskgit":
-            return MaskGITSampler(self.sampler_steps, Schedule("cosine"), self.temperature, self.choice_temperature)
-        if self.sampler == "ancestral":
-            return AncestralSampler(self.sampler_steps, self.temperature)
-        return FirstHittingSampler(self.temperature)
+        return named_sampler(self.sampler, self.sampler_steps, self.temperature, self.choice_temperature)
 
 
 def build(cfg: Config) -> MaskedTokenModeling:

@@ -23,7 +23,7 @@ from ..eval.figures import digit_grid
 from ..masking import RandomMask
 from ..nn import MaskedTokenModel, ModelConfig
 from ..objectives import MaskedTokenModeling
-from ..sampling import AncestralSampler, FirstHittingSampler, MaskGITSampler
+from ..sampling.named import NAMES, named_sampler
 from ..schedules import SCHEDULES, Schedule
 from ..seeding import seeded
 from ..train import TrainConfig, fit
@@ -32,7 +32,7 @@ from ..train.checkpoint import write_json
 NAME = "digits"
 PAPERS = ("P59",)
 SUMMARY = "label + pixel tokens of 8x8 digits: one model classifies, generates and inpaints"
-SAMPLERS = ("maskgit", "ancestral", "first-hitting")
+SAMPLERS = NAMES
 
 
 @dataclass(frozen=True)
@@ -64,11 +64,7 @@ class Config:
                            heads=self.heads, segment_vocab=digits.SEGMENT_VOCAB)
 
     def sampler_object(self):
-        if self.sampler == "maskgit":
-            return MaskGITSampler(self.sampler_steps, Schedule("cosine"), self.temperature, self.choice_temperature)
-        if self.sampler == "ancestral":
-            return AncestralSampler(self.sampler_steps, self.temperature)
-        return FirstHittingSampler(self.temperature)
+        return named_sampler(self.sampler, self.sampler_steps, self.temperature, self.choice_temperature)
 
 
 def build(cfg: Config) -> MaskedTokenModeling:
