@@ -1,22 +1,27 @@
 """Training-step time of our MAE against Hugging Face's `ViTMAEForPreTraining`, same configuration,
-steps interleaved in one process (so both see the same machine load); then our drop-hidden encoder
-against replace-with-mask-token at the same ratio.
+steps interleaved in one process (so all see the same machine load), in float32 and in bf16 autocast;
+then our drop-hidden encoder against replace-with-mask-token at the same ratio.
 
-    .venv/bin/python benchmarks/mae_vs_transformers.py            # about 2 minutes on 2 CPU cores
-    .venv/bin/python benchmarks/mae_vs_transformers.py --steps 40 --batch 64
+    .venv/bin/python benchmarks/mae_vs_transformers.py --threads 2          # about 3 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/mae_vs_transformers.py --precision fp32 --steps 40
 
 Configuration: 32x32 single-channel images, patch 4 (64 patches), width 192, depth 6, 3 heads,
-MLP 768, decoder width 128, depth 2, 4 heads, mask ratio 0.75, norm-pix targets, batch 64, fp32,
-fused AdamW. One step = mask + forward + backward + optimizer step. Reports the median ms/step, wall
-clock and CPU time of the process (one thread by default: on a shared machine CPU time is the
-steadier clock).
+MLP 768, decoder width 128, depth 2, 4 heads, mask ratio 0.75, norm-pix targets, batch 64, fused
+AdamW. One step = mask + forward + backward + optimizer step. Precisions:
+- fp32: everything in float32 (the same loss to 1e-5: tests/test_mae_vs_transformers.py);
+- bf16: the forward pass under `torch.autocast("cpu", torch.bfloat16)`, backward and optimizer
+  outside it, weights float32 (what `TrainConfig(precision="bf16")` does). Pays on CPUs with AMX.
+transformers runs with both of its attention implementations, `sdpa` (its default) and `eager`.
+Reports the median ms/step, wall clock and CPU time of the process.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -34,7 +39,14 @@ def optimizer(params):
     return torch.optim.AdamW(list(params), lr=1e-4, fused=True)
 
 
-def ours(hide: str = "drop", compile: bool = False):
+def forward_precision(precision: str):
+    """The context of the forward pass: bf16 autocast or nothing."""
+    if precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def ours(hide: str = "drop", compile: bool = False, precision: str = "fp32"):
     torch.manual_seed(0)
     model = MaskedAutoencoder(MAEConfig(**{**CONFIG.to_dict(), "image_size": (32, 32), "hide": hide}))
     objective = MaskedAutoencoding(model, ratio=RATIO, norm_pix=True)
@@ -44,29 +56,40 @@ def ours(hide: str = "drop", compile: bool = False):
     g = torch.Generator().manual_seed(0)
 
     def step(images):
-        loss, _ = objective({"images": images}, generator=g)
+        with forward_precision(precision):
+            loss, _ = objective({"images": images}, generator=g)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     return step
 
 
-def theirs(compile: bool = False):
+def theirs(compile: bool = False, precision: str = "fp32", attention: str = "sdpa"):
     from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
     torch.manual_seed(0)
-    model = ViTMAEForPreTraining(ViTMAEConfig(**vitmae_config_kwargs(CONFIG, mask_ratio=RATIO, norm_pix=True)))
+    config = ViTMAEConfig(**vitmae_config_kwargs(CONFIG, mask_ratio=RATIO, norm_pix=True), attn_implementation=attention)
+    model = ViTMAEForPreTraining(config)
     model.load_state_dict(to_vitmae_state_dict(MaskedAutoencoder(CONFIG)))
     model.train()
     forward = torch.compile(model) if compile else model
     opt = optimizer(p for p in model.parameters() if p.requires_grad)
 
     def step(images):
-        loss = forward(pixel_values=images).loss
+        with forward_precision(precision):
+            loss = forward(pixel_values=images).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     return step
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has bf16 matrix units (Linux only; False where unknown)."""
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
 
 
 def race(steps: dict, batch: int, n: int, warmup: int = 3) -> dict[str, dict[str, float]]:
@@ -102,20 +125,31 @@ def main(argv=None) -> dict:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time is a fair clock on a "
                                                            "shared machine); 0 keeps torch's default")
+    p.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16")
     p.add_argument("--compile", action="store_true", help="torch.compile every model (ours and theirs alike)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    precisions = [x for x in args.precision.split(",") if x]
+    if set(precisions) - {"fp32", "bf16"}:
+        p.error(f"--precision takes fp32 and bf16, got {args.precision}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.steps} steps"
-          f"{', compiled' if args.compile else ', eager'}")
+          f"{', compiled' if args.compile else ', eager'}, CPU bf16 matrix units (AMX): {cpu_has_amx()}")
     result = {}
     try:
-        t = race({"unmask": ours("drop", args.compile), "transformers": theirs(args.compile)}, args.batch, args.steps)
-        result["vs_transformers"] = report("MAE train step", t, "unmask", "transformers")
+        import transformers  # noqa: F401
     except ImportError:
         print("transformers is not installed: pip install 'unmask[bench]'")
+    else:
+        for precision in precisions:
+            steps = {"unmask": ours("drop", args.compile, precision),
+                     "transformers-sdpa": theirs(args.compile, precision, "sdpa"),
+                     "transformers-eager": theirs(args.compile, precision, "eager")}
+            t = race(steps, args.batch, args.steps)
+            for other in ("transformers-sdpa", "transformers-eager"):
+                result[f"{precision}_vs_{other}"] = report(f"MAE train step, {precision}", t, "unmask", other)
     t = race({"drop": ours("drop", args.compile), "replace": ours("replace", args.compile)}, args.batch, args.steps)
-    result["drop_vs_replace"] = report(f"ratio {RATIO}", t, "drop", "replace")
+    result["drop_vs_replace"] = report(f"ratio {RATIO}, fp32", t, "drop", "replace")
     return result
 
 

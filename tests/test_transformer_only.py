@@ -1,5 +1,6 @@
-"""`Transformer(x, only=ids)`: the last block at a few positions gives exactly those rows of the full
-output, and the networks that use it (MAE decoder, masked token model) return what the full pass would."""
+"""`Transformer(x, only=ids)` (or a slice of positions): the last block at a few positions gives exactly
+those rows of the full output, and the networks that use it (MAE decoder, masked token model) return
+what the full pass would."""
 
 import pytest
 import torch
@@ -24,6 +25,7 @@ def test_only_equals_rows_of_the_full_pass(mask_kind):
         mask[..., torch.arange(10), torch.arange(10)] = True
         mask = mask[0, 0] if mask_kind == "shared" else mask
     assert torch.allclose(t(x, mask, only=ids), gather_tokens(t(x, mask), ids), atol=1e-12)
+    assert torch.allclose(t(x, mask, only=slice(6, None)), t(x, mask)[:, 6:], atol=1e-12)
 
 
 def test_only_counts_less_work():

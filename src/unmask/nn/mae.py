@@ -206,13 +206,14 @@ class MAEDecoder(nn.Module):
 
         With `targets` (drop mode only) the decoder reads the visible tokens and mask tokens at the
         T target places only (SelectiveMAE, VideoMAE V2's decoder masking); otherwise every place,
-        in order, as in MAE."""
+        as in MAE: in drop mode as [class, visible, hidden] (equal to MAE's grid order, attention
+        being order-free, and cheaper), in replace mode and with `every` in grid order."""
         tokens, index = encoded.tokens, encoded.index
         pos = self.pos if pos is None else pos
         x = self.embed(tokens)
         head, body = x[:, : self.prefix], x[:, self.prefix :]
         dropped = body.shape[1] == index.keep
-        if targets is None:
+        if targets is None and (every or not dropped):
             if dropped:
                 body = restore(body, self.mask_token.to(body.dtype), index)
             x = torch.cat([head, body + pos], dim=1)
@@ -221,11 +222,13 @@ class MAEDecoder(nn.Module):
             return self.head(self.transformer(x, only=index.ids_hidden + self.prefix))  # last block at hidden only
         if not dropped:
             raise ValueError("decoding a subset of targets needs a drop-hidden encoder")
+        # Attention has no order, so the decoder reads [class, visible, queries] rather than the grid
+        # order: the same predictions, with no scatter back into place and the queries a slice.
+        targets = index.ids_hidden if targets is None else targets
         visible = body + gather_tokens(pos, index.ids_keep)
-        queries = self.mask_token + gather_tokens(pos, targets)
+        queries = self.mask_token.to(body.dtype) + gather_tokens(pos, targets)
         x = torch.cat([head, visible, queries], dim=1)
-        n, t = x.shape[1], targets.shape[1]
-        return self.head(self.transformer(x, only=torch.arange(n - t, n, device=x.device).expand(x.shape[0], t)))
+        return self.head(self.transformer(x, only=slice(x.shape[1] - targets.shape[1], None)))
 
 
 def init_mae(module: nn.Module) -> None:

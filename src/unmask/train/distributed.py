@@ -29,7 +29,8 @@ The Trainer calls this module in one order:
    recipe runs after `fit` therefore run once, on rank 0, with no change to the recipe. (A recipe
    that trains twice, a teacher then a student, trains the second time on rank 0 alone, with a warning.)
 On a GPU the forward pass runs under bf16 autocast (`autocast`) and weights, gradients and optimizer
-state stay float32; on a CPU everything is float32. One process starts no process group and wraps
+state stay float32; on a CPU everything is float32 unless `precision=bf16` asks for autocast there
+too (`precision=fp32` keeps a GPU in float32). One process starts no process group and wraps
 nothing. Bit-exact resuming holds on the CPU; on a GPU some kernels (atomic adds) are not
 deterministic, so a resumed run matches an unbroken one only to rounding.
 """
@@ -49,6 +50,7 @@ from torch import nn
 from ..errors import UnmaskError
 
 PARALLEL = ("ddp", "fsdp")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ def teardown() -> None:
         _ENDED = True
 
 
-def wrap(objective: nn.Module, parallel: str, procs: Processes) -> nn.Module:
+def wrap(objective: nn.Module, parallel: str, procs: Processes, precision: str = "auto") -> nn.Module:
     """The module to train: the objective itself (one process), DDP around it, or an FSDP2-sharded
     copy of it. Blocks are sharded before the root so each block's weights are gathered alone."""
     if parallel not in PARALLEL:
@@ -146,7 +148,8 @@ def wrap(objective: nn.Module, parallel: str, procs: Processes) -> nn.Module:
         dist.broadcast(tensor, src=0)
     sharded = copy.deepcopy(objective)
     # bf16 compute and fp32 gradient reduction on a GPU, like autocast for DDP
-    policy = MixedPrecisionPolicy(torch.bfloat16, torch.float32) if procs.device.type == "cuda" else None
+    policy = MixedPrecisionPolicy(torch.bfloat16, torch.float32) \
+        if procs.device.type == "cuda" and uses_bf16(procs.device, precision) else None
     kwargs = {"mp_policy": policy} if policy else {}
     for module in list(sharded.modules()):
         if isinstance(module, nn.ModuleList):
@@ -185,10 +188,20 @@ def gradient_sync(module: nn.Module, sync: bool):
     yield
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on a GPU; nothing on a CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def uses_bf16(device: torch.device, precision: str = "auto") -> bool:
+    """Whether the forward pass computes in bf16: `auto` on a GPU, `bf16` anywhere, `fp32` never.
+    A CPU computes in float32 unless asked: bf16 pays there only with bf16 matrix units (AMX, Intel
+    Xeon since Sapphire Rapids), and results then differ from float32 by bf16 rounding."""
+    if precision not in PRECISIONS:
+        raise UnmaskError(f"precision={precision!r} is not allowed; precision must be one of {', '.join(PRECISIONS)}")
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """bf16 autocast where `uses_bf16`; nothing otherwise. Weights, gradients and optimizer state
+    stay float32 either way, and the backward pass runs outside it."""
+    if uses_bf16(device, precision):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

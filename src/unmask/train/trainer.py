@@ -45,6 +45,8 @@ class TrainConfig:
     keep: int = option(2, lo=1, help="checkpoints kept")
     parallel: str = option("ddp", choices=distributed.PARALLEL, help="under torchrun: ddp (replicate) or fsdp (shard)")
     micro_batch: int = option(0, lo=0, help="examples per forward pass; 0: the batch split evenly across processes")
+    precision: str = option("auto", choices=distributed.PRECISIONS,
+                            help="forward pass in bf16 autocast: auto (on a GPU only), bf16 (a CPU too: fast with AMX), fp32")
 
 
 _SETTINGS: dict = {}
@@ -122,7 +124,7 @@ class Trainer:
         first = next(objective.parameters(), None)
         self.home = first.device if first is not None else torch.device("cpu")
         self.procs = distributed.setup(self.home)
-        self.module = distributed.wrap(objective, cfg.parallel, self.procs)  # what the loop calls
+        self.module = distributed.wrap(objective, cfg.parallel, self.procs, cfg.precision)  # what the loop calls
         self.inner = distributed.unwrap(self.module)  # its state_dict has the objective's key names
         decay = [p for p in self.inner.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in self.inner.parameters() if p.requires_grad and p.ndim < 2]
@@ -270,7 +272,7 @@ class Trainer:
             rows = idx[j * self.micro_size : (j + 1) * self.micro_size]
             batch = {k: v[rows].to(procs.device) for k, v in self.data.items()}
             with distributed.gradient_sync(self.module, sync=j == self.micro[-1]):
-                with distributed.autocast(procs.device):
+                with distributed.autocast(procs.device, cfg.precision):
                     loss, metrics = self.module(batch, generator=step_generator(cfg.seed, self.step, micro=j))
                 finite = finite and bool(torch.isfinite(loss))
                 (loss / len(self.micro)).backward()
