@@ -68,7 +68,8 @@ def theirs(compile: bool = False, precision: str = "fp32", attention: str = "sdp
     from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
     torch.manual_seed(0)
-    config = ViTMAEConfig(**vitmae_config_kwargs(CONFIG, mask_ratio=RATIO, norm_pix=True), attn_implementation=attention)
+    config = ViTMAEConfig(**vitmae_config_kwargs(CONFIG, mask_ratio=RATIO, norm_pix=True),
+                          attn_implementation=attention)
     model = ViTMAEForPreTraining(config)
     model.load_state_dict(to_vitmae_state_dict(MaskedAutoencoder(CONFIG)))
     model.train()

@@ -46,7 +46,8 @@ class TrainConfig:
     parallel: str = option("ddp", choices=distributed.PARALLEL, help="under torchrun: ddp (replicate) or fsdp (shard)")
     micro_batch: int = option(0, lo=0, help="examples per forward pass; 0: the batch split evenly across processes")
     precision: str = option("auto", choices=distributed.PRECISIONS,
-                            help="forward pass in bf16 autocast: auto (on a GPU only), bf16 (a CPU too: fast with AMX), fp32")
+                            help="forward pass in bf16 autocast: auto (on a GPU only), bf16 (a CPU too: "
+                                 "fast with AMX), fp32")
 
 
 _SETTINGS: dict = {}
