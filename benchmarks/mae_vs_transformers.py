@@ -18,7 +18,6 @@ Reports the median ms/step, wall clock and CPU time of the process.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import time
 from pathlib import Path
@@ -28,8 +27,10 @@ import torch
 from unmask.nn.mae import MAEConfig, MaskedAutoencoder
 from unmask.nn.vitmae import to_vitmae_state_dict, vitmae_config_kwargs
 from unmask.objectives.mae import MaskedAutoencoding
+from unmask.train.distributed import autocast
 
 RATIO = 0.75
+CPU = torch.device("cpu")
 CONFIG = MAEConfig(image_size=(32, 32), channels=1, patch=4, dim=192, depth=6, heads=3, mlp_ratio=4.0,
                    decoder_dim=128, decoder_depth=2, decoder_heads=4, cls_token=True)
 
@@ -37,13 +38,6 @@ CONFIG = MAEConfig(image_size=(32, 32), channels=1, patch=4, dim=192, depth=6, h
 def optimizer(params):
     """The same AdamW for every model: fused, so per-parameter loop overhead does not hide model cost."""
     return torch.optim.AdamW(list(params), lr=1e-4, fused=True)
-
-
-def forward_precision(precision: str):
-    """The context of the forward pass: bf16 autocast or nothing."""
-    if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def ours(hide: str = "drop", compile: bool = False, precision: str = "fp32"):
@@ -56,7 +50,7 @@ def ours(hide: str = "drop", compile: bool = False, precision: str = "fp32"):
     g = torch.Generator().manual_seed(0)
 
     def step(images):
-        with forward_precision(precision):
+        with autocast(CPU, precision):
             loss, _ = objective({"images": images}, generator=g)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -77,7 +71,7 @@ def theirs(compile: bool = False, precision: str = "fp32", attention: str = "sdp
     opt = optimizer(p for p in model.parameters() if p.requires_grad)
 
     def step(images):
-        with forward_precision(precision):
+        with autocast(CPU, precision):
             loss = forward(pixel_values=images).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
