@@ -73,6 +73,7 @@ def test_tiny_digits_run_end_to_end(tmp_path, capsys):
     [
         (["train", "digits", "micro_bach=4"], "unknown key 'micro_bach'; did you mean 'micro_batch'?"),
         (["train", "digits", "parallel=mpi"], "parallel='mpi' is not allowed; parallel must be one of ddp, fsdp"),
+        (["train", "digits", "precision=fp16"], "precision='fp16' is not allowed; precision must be one of auto, bf16"),
         (["train", "digits", "beta2=1"], "beta2=1.0 is out of range; beta2 must be in [0.0, 1.0)"),
         (["train", "digits", "min_lr_ratio=1.5"], "min_lr_ratio=1.5 is out of range; min_lr_ratio must be in [0.0, 1"),
         (["train", "digits", "keep=0"], "keep=0 is out of range; keep must be >= 1"),
@@ -90,6 +91,7 @@ def test_recipes_lists_the_trainer_settings_too(capsys):
     assert main(["recipes"]) == 0
     out = capsys.readouterr().out
     assert "  parallel=ddp  [one of ddp, fsdp]" in out and "  micro_batch=0  [>= 0]" in out and "(trainer)" in out
+    assert "  precision=auto  [one of auto, bf16, fp32]" in out
 
 
 def test_out_must_be_a_folder(tmp_path, capsys):
