@@ -34,7 +34,7 @@ from ..sampling import generate
 from ..sampling.named import NAMES, named_sampler
 from ..schedules import SCHEDULES, Schedule
 from ..seeding import seeded
-from ..train import TrainConfig, Trainer
+from ..train import TrainConfig, fit
 from ..train.checkpoint import write_json
 
 NAME = "chorales"
@@ -106,9 +106,7 @@ def train(cfg: Config, run_dir: Path, progress: bool = True) -> dict:
     shifts = range(-cfg.transpose, cfg.transpose) if cfg.transpose else (0,)
     data = {"tokens": music.windows(train_set, cfg.window, cfg.hop, shifts)}
     objective = build(cfg)
-    trainer = Trainer(objective, data, cfg.train_config(), run_dir, run_config(cfg), progress=progress)
-    trainer.fit()
-    objective.load_state_dict(trainer.eval_state_dict())
+    fit(objective, data, cfg.train_config(), run_dir, run_config(cfg), progress)
     return evaluate(cfg, objective, run_dir)
 
 

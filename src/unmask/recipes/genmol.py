@@ -30,7 +30,7 @@ from ..eval.molecules import decode_safe, decode_smiles, generation_metrics, is_
 from ..nn import CausalTokenModel, MaskedTokenModel, ModelConfig
 from ..objectives import MaskedDiffusion, NextTokenPrediction
 from ..seeding import seeded
-from ..train import TrainConfig, Trainer
+from ..train import TrainConfig, fit
 from ..train.checkpoint import find_checkpoint, load_checkpoint, write_json
 
 NAME = "genmol"
@@ -102,19 +102,13 @@ def corpus(cfg: Config, run_dir: Path) -> molecules.MoleculeCorpus:
     return made
 
 
-def fit(cfg: Config, objective, data: dict, run_dir: Path, role: str, progress: bool):
-    trainer = Trainer(objective, data, cfg.train_config(), run_dir, run_config(cfg, role), progress=progress)
-    trainer.fit()
-    objective.load_state_dict(trainer.eval_state_dict())
-    return objective
-
-
 def train(cfg: Config, run_dir: Path, progress: bool = True) -> dict:
     mols = corpus(cfg, run_dir)
     safe_tokens = mols.train.safe_tokens
     data = {"tokens": safe_tokens, "prompt": safe_tokens == molecules.PAD_ID}
-    objective = fit(cfg, build(cfg), data, run_dir, "genmol", progress)
-    fit(cfg, build_baseline(cfg), {"tokens": mols.train.smiles_tokens}, Path(run_dir) / "ar", "ar", progress)
+    objective = fit(build(cfg), data, cfg.train_config(), run_dir, run_config(cfg, "genmol"), progress)
+    fit(build_baseline(cfg), {"tokens": mols.train.smiles_tokens}, cfg.train_config(), Path(run_dir) / "ar",
+        run_config(cfg, "ar"), progress)
     return evaluate(cfg, objective, run_dir)
 
 

@@ -34,7 +34,7 @@ from ..eval.probe import pooled_features, probe, probe_table
 from ..nn.mae import MAEConfig, MaskedAutoencoder
 from ..objectives.cross_video import CrossVideoMAE
 from ..objectives.videomae import VideoMaskedAutoencoding
-from ..train import TrainConfig, Trainer
+from ..train import TrainConfig, fit
 from ..train.checkpoint import write_json
 
 NAME = "videomae-digits"
@@ -104,10 +104,7 @@ def run_config(cfg: Config) -> dict:
 
 def train(cfg: Config, run_dir: Path, progress: bool = True) -> dict:
     objective = build(cfg)
-    trainer = Trainer(objective, {"videos": training_clips(cfg)}, cfg.train_config(), run_dir, run_config(cfg),
-                      progress=progress)
-    trainer.fit()
-    objective.load_state_dict(trainer.eval_state_dict())
+    fit(objective, {"videos": training_clips(cfg)}, cfg.train_config(), run_dir, run_config(cfg), progress)
     return evaluate(cfg, objective, run_dir)
 
 
