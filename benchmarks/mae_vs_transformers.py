@@ -2,7 +2,7 @@
 steps interleaved in one process (so all see the same machine load), in float32 and in bf16 autocast;
 then our drop-hidden encoder against replace-with-mask-token at the same ratio.
 
-    .venv/bin/python benchmarks/mae_vs_transformers.py --threads 2          # about 3 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/mae_vs_transformers.py --threads 2          # about 1 minute on 2 CPU cores
     .venv/bin/python benchmarks/mae_vs_transformers.py --precision fp32 --steps 40
 
 Configuration: 32x32 single-channel images, patch 4 (64 patches), width 192, depth 6, 3 heads,
