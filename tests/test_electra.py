@@ -43,7 +43,7 @@ def test_total_loss_and_replaced_labels():
     obj = electra()
     data = batch()
     loss, metrics = obj(data, generator=torch.Generator().manual_seed(1))
-    assert loss.item() == pytest.approx(metrics["gen_loss"] + 50 * metrics["disc_loss"], rel=1e-5)
+    assert loss.item() == pytest.approx((metrics["gen_loss"] + 50 * metrics["disc_loss"]).item(), rel=1e-5)
     mask, gen_inputs, g = replay(obj, data, 1)
     assert (mask.sum(1) == round(0.15 * 24)).all()
     logits = obj.generator(gen_inputs, obj.discriminator.embed, mask)

@@ -159,11 +159,11 @@ def test_categorical_never_draws_a_forbidden_token(rows, vocab, temperature, see
 @settings(max_examples=30, deadline=None, derandomize=True)
 @given(layouts(kinds=("seq", "grid")), st.integers(0, 3), st.integers(1, 5), st.booleans(), st.booleans(),
        st.integers(0, 2**32))
-def test_objective_loss_is_a_finite_scalar_on_any_batch(layout, batch, vocab, elbo, per_segment, seed):
+def test_objective_loss_is_a_finite_scalar_on_any_batch(layout, batch, vocab, bernoulli, per_segment, seed):
     torch.manual_seed(0)
     model = MaskedTokenModel(ModelConfig(vocab, layout, dim=8, depth=1, heads=2))
-    masker = BernoulliMask() if elbo else RandomMask()
-    objective = MaskedTokenModeling(model, masker, elbo=elbo, per_segment=per_segment)
+    masker = BernoulliMask() if bernoulli else RandomMask()
+    objective = MaskedTokenModeling(model, masker, per_segment=per_segment)
     g = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, vocab, (batch, layout.n), generator=g)
     loss, metrics = objective({"tokens": tokens}, generator=g)

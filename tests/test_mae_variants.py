@@ -212,7 +212,7 @@ def test_umd_halves_masks_and_schedule():
     noisy, clean = rec.masks
     assert noisy.shape == (4, 16) and (noisy.sum(1) == 6).all()  # round(0.375 * 16)
     assert clean.shape == (4, 16) and (clean.sum(1) == 12).all()
-    assert loss.item() == pytest.approx(0.5 * metrics["dit"] + 0.5 * metrics["mae"], rel=1e-5)
+    assert loss.item() == pytest.approx((0.5 * metrics["dit"] + 0.5 * metrics["mae"]).item(), rel=1e-5)
     assert obj.features(images(2)).shape == (2, 16, 16)
 
 

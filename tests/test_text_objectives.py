@@ -10,6 +10,7 @@ from unmask.layout import Layout
 from unmask.masking import BernoulliMask, BertCorruption, MeapMask, RandomMask
 from unmask.nn import CausalTokenModel, MaskedTokenModel, ModelConfig
 from unmask.objectives import MaskedDiffusion, MaskedTokenModeling, NextTokenPrediction
+from unmask.schedules import Schedule
 
 V = 11
 LAYOUT = Layout.seq(20)
@@ -72,9 +73,13 @@ def test_fixed_ratio_mlm_hides_exactly_and_scores_hidden_tokens():
 
 def test_fixed_ratio_settings_are_checked():
     with pytest.raises(ValueError, match="fixed ratio"):
-        MaskedTokenModeling(model(), ratio=0.15, elbo=True)
-    with pytest.raises(ValueError, match="fixed ratio"):
         MaskedTokenModeling(model(), ratio=1.5)
+    with pytest.raises(ValueError, match=r"ratio=0.15 fixes the share hidden and schedule=.* draws it"):
+        MaskedTokenModeling(model(), RandomMask(), Schedule("cosine"), ratio=0.15)
+    with pytest.raises(ValueError, match="ratio=0.15 is the same share in every segment; per_segment=True"):
+        MaskedTokenModeling(model(), ratio=0.15, per_segment=True)
+    with pytest.raises(TypeError, match="elbo"):  # the bound is MaskedDiffusion's alone
+        MaskedTokenModeling(model(), BernoulliMask(), elbo=True)
 
 
 def test_masker_context_comes_from_the_batch():
@@ -91,12 +96,17 @@ def test_masker_context_comes_from_the_batch():
 
 
 # masked diffusion -------------------------------------------------------------------------------
-def test_uncoupled_diffusion_equals_the_elbo_mode_of_masked_token_modeling():
+def test_uncoupled_diffusion_hides_each_token_with_probability_t_and_weighs_by_one_over_t():
     m = model()
     x = tokens()
-    a = MaskedDiffusion(m)({"tokens": x}, generator=gen(3)).loss
-    b = MaskedTokenModeling(m, BernoulliMask(), elbo=True)({"tokens": x}, generator=gen(3)).loss
-    assert a.item() == pytest.approx(b.item(), rel=1e-6)
+    loss, metrics = MaskedDiffusion(m)({"tokens": x}, generator=gen(3))
+    g = gen(3)
+    t = 1e-3 + (1 - 1e-3) * torch.rand(6, generator=g, dtype=torch.float64)
+    mask = torch.rand(6, LAYOUT.n, generator=g, dtype=torch.float64) < t[:, None]
+    ce = F.cross_entropy(m(x.masked_fill(mask, V)).transpose(1, 2), x, reduction="none")  # [B, N]
+    expected = ((ce * mask) / t[:, None].float()).sum() / x.numel()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert metrics["elbo_bits_per_token"].item() == pytest.approx(loss.item() / math.log(2))
 
 
 def test_coupled_masks_are_complementary_with_their_weights():

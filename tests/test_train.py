@@ -329,16 +329,6 @@ def test_micro_batches_resume_bit_exact(tmp_path):
     assert not torch.equal(one.objective.model.head.proj.weight, whole.objective.model.head.proj.weight)
 
 
-def test_trainer_settings_apply_inside_the_block_only(tmp_path):
-    from unmask.train import trainer_settings
-
-    with trainer_settings(keep=5, micro_batch=4):
-        inside = Trainer(objective(), data(), TrainConfig(batch_size=8), tmp_path, RUN, progress=False)
-    outside = Trainer(objective(), data(), TrainConfig(batch_size=8), tmp_path, RUN, progress=False)
-    assert (inside.cfg.keep, inside.cfg.micro_batch, inside.micro_size) == (5, 4, 4)
-    assert (outside.cfg.keep, outside.cfg.micro_batch, outside.micro_size) == (2, 0, 8)
-
-
 def test_beta2_of_one_is_refused():
     with pytest.raises(UnmaskError, match=r"beta2=1.0 is out of range; beta2 must be in \[0.0, 1.0\)"):
         Trainer(objective(), data(), TrainConfig(beta2=1.0), "unused", RUN)

@@ -6,9 +6,10 @@ Weights copy one to one from a BERT checkpoint (`nn/hf.py`, `copy_bert_weights`)
 
 Where it differs from BERT, it does less work for the same result: logits only at the positions
 asked for (`where`, Long-VITA's masked head, P55), and, with `prune_last` and the same number of
-positions in every row (exact-count masks), the last block computes queries, its MLP and its norms
-only at those positions, since nothing else reads them. Token-type embeddings are folded into the
-position embeddings (one segment), and there is no dropout.
+positions in every row (exact-count masks, given as the masker's mask in host memory, whose counts
+are read there without waiting for the device), the last block computes queries, its MLP and its
+norms only at those positions, since nothing else reads them. Token-type embeddings are folded into
+the position embeddings (one segment), and there is no dropout.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..layout import Layout
 from .embedding import Embedding
 from .query_attention import query_attention
 from .transformer import Block, init_weights
+from .visible import gather_tokens, same_count_rows
 
 
 @dataclass(frozen=True)
@@ -92,11 +94,11 @@ class BertMaskedModel(nn.Module):
         if where is None:
             h = post_norm(last, x)
         else:
-            counts = where.sum(1)
-            if self.config.prune_last and bool((counts == counts[0]).all()):
-                b, _, d = x.shape
-                queries = x[where].view(b, int(counts[0]), d)  # row-major, as h[where] would be
+            ids = same_count_rows(where) if self.config.prune_last else None  # read on the host only
+            if ids is not None:
+                d = x.shape[-1]
+                queries = gather_tokens(x, ids.to(x.device, non_blocking=True))  # [B, K, D], row-major as h[where]
                 h = post_norm(last, x, queries).reshape(-1, d)
             else:
-                h = post_norm(last, x)[where]
+                h = post_norm(last, x)[where.to(x.device, non_blocking=True)]
         return F.linear(self.transform(h), self.embed.tokens.weight[: self.config.vocab_size], self.bias)

@@ -36,6 +36,17 @@ def sincos_nd(shape: tuple[int, ...], dim: int) -> torch.Tensor:
 class Embedding(nn.Module):
     """tokens: Long[B, N] in 0..V (V = mask) -> Float[B, N, D]."""
 
+    def check(self, tokens: torch.Tensor) -> None:
+        """ValueError if an id lies outside 0..V. The test runs where the tokens are: on a GPU as a
+        device-side assert, so no step waits for it to be read (an id out of range stops the device
+        at the next sync); on the CPU at once."""
+        inside = ((tokens >= 0) & (tokens <= self.vocab_size)).all()
+        message = f"token ids must lie in 0..{self.vocab_size} (the mask id)"
+        try:
+            torch._assert_async(inside, message)
+        except RuntimeError:
+            raise ValueError(message) from None
+
     def __init__(self, vocab_size: int, dim: int, layout: Layout, positions: str = "learned"):
         super().__init__()
         if positions not in ("learned", "sincos"):
@@ -56,8 +67,7 @@ class Embedding(nn.Module):
             self.segment = nn.Embedding(len(layout.segments), dim)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.numel() and (tokens.min() < 0 or tokens.max() > self.vocab_size):  # min() fails when empty
-            raise ValueError(f"token ids must lie in 0..{self.vocab_size} (the mask id)")
+        self.check(tokens)
         x = self.tokens(tokens) + self.pos[:, : tokens.shape[1]]
         if self.segment is not None:
             x = x + self.segment(self.segment_ids[: tokens.shape[1]])

@@ -18,6 +18,7 @@ import torch
 
 from .masked_model import MaskedTokenModel, ModelConfig
 from .query_attention import query_attention
+from .visible import gather_tokens, padded_rows
 
 
 @dataclass(frozen=True)
@@ -47,17 +48,15 @@ class EMDMaskedTokenModel(MaskedTokenModel):
         for block in blocks[:-1]:
             x = block(x)
         last = blocks[-1]
-        b, n, d = x.shape
+        b, n = x.shape[:2]
         queries = x + self.embed.pos[:, :n]  # [B, N, D]
         banned = self.disallowed.expand(b, -1, -1)
         if where is not None:
-            counts = where.sum(1)
-            order = where.long().argsort(dim=1, descending=True, stable=True)  # hidden places first
-            m = int(counts.max())
-            idx = order[:, :m]  # [B, M]; rows with fewer hidden places are padded and dropped below
-            queries = queries.gather(1, idx.unsqueeze(-1).expand(b, m, d))
-            valid = torch.arange(m, device=x.device) < counts.unsqueeze(1)  # [B, M]
-            banned = banned[where]
+            # rows with fewer hidden places are padded, and dropped below; the masker's host mask is
+            # read on the host, without waiting for the device
+            idx, valid = (t.to(x.device, non_blocking=True) for t in padded_rows(where))  # [B, M] each
+            queries = gather_tokens(queries, idx)
+            banned = banned[where.to(x.device, non_blocking=True)]
         context = last.norm1(x)
         for _ in range(self.config.emd_layers):
             queries = queries + query_attention(last.attn, last.norm1(queries), context)

@@ -152,17 +152,18 @@ class MaskedEncoder(nn.Module):
                cond: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
                return_layers: bool = False) -> Encoded:
         """tokens: Float[B, L, *F] raw tokens for `embed`; pos: Float[1 or B, L, D] (default: the
-        fixed grid positions); the rest as in `forward`."""
+        fixed grid positions); the rest as in `forward`. The mask may live in host memory, where the
+        masker draws it: its index is built there without waiting for the device (`nn/visible.py`)."""
         b, n = tokens.shape[:2]
         pos = self.pos if pos is None else pos
         if pos.shape[1] != n:
             raise ValueError(f"{n} tokens but {pos.shape[1]} positions")
         if mask is None:
-            mask = torch.zeros(b, n, dtype=torch.bool, device=tokens.device)
+            mask = torch.zeros(b, n, dtype=torch.bool)  # in host memory, like a masker's
         if mask.shape != (b, n):
             raise ValueError(f"mask must be [{b}, {n}] for these inputs, got {tuple(mask.shape)}")
-        mask = mask.to(tokens.device)
-        index = split_visible(mask)
+        index = split_visible(mask).to(tokens.device)
+        mask = mask.to(tokens.device, non_blocking=True)
         if self.mask_token is None:  # drop: embed and encode the visible tokens only
             x = self.embed(gather_tokens(tokens, index.ids_keep)) + gather_tokens(pos, index.ids_keep)
         else:

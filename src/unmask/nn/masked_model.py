@@ -14,6 +14,7 @@ from ..layout import Layout
 from .embedding import Embedding
 from .heads import LogitsHead
 from .transformer import Transformer, init_weights
+from .visible import same_count_rows
 
 
 @dataclass(frozen=True)
@@ -64,14 +65,18 @@ class MaskedTokenModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
         """tokens: Long[B, N] (mask id V at hidden places). Returns logits Float[B, N, V], or
-        Float[M, V] at the M positions where `where` (Bool[B, N]) is True."""
-        counts = where.sum(1) if where is not None else None
-        if counts is not None and counts.numel() and bool((counts == counts[0]).all()):
-            # The same count in every row (exact-count maskers): the last block runs at those places only.
-            ids = where.nonzero()[:, 1].view(tokens.shape[0], int(counts[0]))  # row-major, as h[where]
+        Float[M, V] at the M positions where `where` (Bool[B, N], on any device) is True.
+
+        When `where` is the masker's mask in host memory and hides the same count in every row
+        (exact-count maskers at a fixed ratio), the last block runs at those places only; the count
+        is read on the host (`same_count_rows`), never on the device."""
+        if where is None:
+            return self.head(self.features(tokens)).masked_fill(self.disallowed, float("-inf"))
+        ids = same_count_rows(where)  # [B, K] or None
+        where = where.to(tokens.device, non_blocking=True)
+        if ids is not None:
+            ids = ids.to(tokens.device, non_blocking=True)
             logits = self.head(self.encoder(self.embed(tokens), only=ids).reshape(-1, self.config.dim))
         else:
             logits = self.head(self.features(tokens), where)
-        banned = self.disallowed.expand(tokens.shape[0], -1, -1)
-        banned = banned[where] if where is not None else banned
-        return logits.masked_fill(banned, float("-inf"))
+        return logits.masked_fill(self.disallowed.expand(tokens.shape[0], -1, -1)[where], float("-inf"))

@@ -72,6 +72,14 @@ class PointTokenizer(nn.Module):
         self.register_buffer("mean", torch.zeros(9, dtype=torch.float64))
         self.register_buffer("std", torch.ones(9, dtype=torch.float64))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+        # the same flag on the host, so a training step never reads the device to check it; it
+        # follows the buffer when a state dict is loaded
+        self.ready = False
+        self.register_load_state_dict_post_hook(PointTokenizer._loaded)
+
+    @staticmethod
+    def _loaded(module: PointTokenizer, keys) -> None:
+        module.ready = bool(module.fitted)
 
     @torch.no_grad()
     def fit(self, groups: torch.Tensor, generator: torch.Generator | None = None, steps: int = 30) -> PointTokenizer:
@@ -81,11 +89,12 @@ class PointTokenizer(nn.Module):
         self.std.copy_(x.std(0).clamp_min(1e-12))
         self.centroids.copy_(kmeans((x - self.mean) / self.std, self.codes, steps=steps, generator=generator))
         self.fitted.fill_(True)
+        self.ready = True
         return self
 
     @torch.no_grad()
     def forward(self, groups: torch.Tensor) -> torch.Tensor:
-        if not bool(self.fitted):
+        if not self.ready:
             raise UnmaskError("the point tokenizer has no codebook yet: call fit(groups) first")
         x = patch_descriptors(groups)
         lead = x.shape[:-1]

@@ -6,6 +6,12 @@ stable argsort of the mask puts the K visible tokens first (in their own order) 
 after, so `ids_shuffle` is a permutation whose first K entries are exactly the visible places, and
 `ids_restore = argsort(ids_shuffle)` is its inverse. Every row must hide the same number of tokens,
 which the project's exact-count maskers guarantee.
+
+The index's shape depends on the mask's counts, so building it reads the mask. Give it the mask the
+masker drew, which lives in host memory: reading it there waits for nothing, and the index then
+moves to the device without a wait (`VisibleIndex.to`). A mask already on a GPU would be read there,
+which waits for every queued kernel (STYLE habit 11). `same_count_rows` and `padded_rows` do the
+same for the masked token models, which compute their last block only at the hidden places.
 """
 
 from __future__ import annotations
@@ -37,9 +43,15 @@ class VisibleIndex(NamedTuple):
         shuffled = torch.arange(n, device=self.ids_shuffle.device).expand(b, n) >= self.keep
         return shuffled.gather(1, self.ids_restore)
 
+    def to(self, device) -> VisibleIndex:
+        """The index on `device`; from host memory the copy does not wait for the device."""
+        return VisibleIndex(self.ids_shuffle.to(device, non_blocking=True),
+                            self.ids_restore.to(device, non_blocking=True), self.keep)
+
 
 def split_visible(mask: torch.Tensor) -> VisibleIndex:
-    """mask: Bool[B, L], True = hidden, the same count in every row -> VisibleIndex."""
+    """mask: Bool[B, L], True = hidden, the same count in every row -> VisibleIndex, on the mask's
+    device (pass the host mask, see above)."""
     if mask.dtype != torch.bool or mask.ndim != 2:
         raise ValueError(f"mask must be Bool[B, L], got {mask.dtype} of shape {tuple(mask.shape)}")
     hidden = mask.sum(1)
@@ -52,6 +64,30 @@ def split_visible(mask: torch.Tensor) -> VisibleIndex:
     ids_restore = torch.empty_like(ids_shuffle)
     ids_restore.scatter_(1, ids_shuffle, torch.arange(n, device=mask.device).expand(b, n))
     return VisibleIndex(ids_shuffle, ids_restore, keep)
+
+
+def same_count_rows(where: torch.Tensor) -> torch.Tensor | None:
+    """Long[B, K]: the places where `where` (Bool[B, N]) is True, row by row and ascending (the order
+    of `x[where]`), when every row has the same count K. None when the counts differ, or when
+    `where` lives on a device: it is read only in host memory, where reading waits for nothing."""
+    if where.device.type != "cpu" or where.ndim != 2 or where.shape[0] == 0:
+        return None
+    counts = where.sum(1)
+    if not (counts == counts[0]).all():
+        return None
+    return where.nonzero()[:, 1].view(where.shape[0], int(counts[0]))
+
+
+def padded_rows(where: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(places Long[B, M], valid Bool[B, M]): row b's places where `where` (Bool[B, N]) is True
+    first, ascending, then padding up to M, the largest count of a row; `valid` marks the real ones,
+    so `x.gather(places)[valid]` is `x[where]`. Built where the mask is: read on the host, free;
+    on a device, reading M waits for it."""
+    counts = where.sum(1)
+    m = int(counts.max()) if counts.numel() else 0
+    places = where.long().argsort(dim=1, descending=True, stable=True)[:, :m]
+    valid = torch.arange(m, device=where.device) < counts.unsqueeze(1)
+    return places, valid
 
 
 def gather_tokens(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

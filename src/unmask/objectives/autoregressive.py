@@ -60,8 +60,8 @@ class NextTokenPrediction(nn.Module):
         if self.input_masker is not None:
             hide = self.input_masker(self.layout, tokens.shape[0], ratio=self.ratio, generator=generator)
             hide[:, 0] = False  # the start token stays
-            inputs = inputs.masked_fill(hide.to(inputs.device), self.mask_id)
+            inputs = inputs.masked_fill(hide.to(inputs.device, non_blocking=True), self.mask_id)
         nll = self.token_nll(tokens, inputs)
         loss = nll.mean()
-        metrics = {"loss": loss.item(), "nll_bits_per_token": loss.item() / math.log(2)}
-        return ObjectiveOutput(loss, metrics)
+        nats = loss.detach()
+        return ObjectiveOutput(loss, {"loss": nats, "nll_bits_per_token": nats / math.log(2)})

@@ -31,7 +31,7 @@ from ..layout import Layout
 from ..masking import Masker, RandomMask
 from ..nn.mae import MaskedAutoencoder
 from ..nn.patch import patchify_video
-from .base import ObjectiveOutput
+from .base import ObjectiveOutput, as_metric
 from .lut import mlp
 from .videomae import VideoMaskedAutoencoding
 
@@ -77,14 +77,14 @@ class CrossVideoMAE(VideoMaskedAutoencoding):
         videos = batch["videos"]
         b, frames = videos.shape[0], videos.shape[2]
         slices, h, w = self.model.config.grid
-        mask = self.draw_mask(b, generator, videos.device)
+        mask = self.draw_mask(b, generator)  # on the host: the encoder indexes it there
         rec = self.reconstruct(videos, mask, generator)
 
-        frame = torch.randint(frames, (b,), generator=generator).to(videos.device)
+        frame = torch.randint(frames, (b,), generator=generator).to(videos.device, non_blocking=True)
         frame_mask = self.frame_masker(Layout.grid(h, w), b, ratio=self.frame_ratio, generator=generator)
         tokens, pos = self.frame_tokens(videos, frame)
         prefix = self.model.encoder.prefix
-        still = self.model.encoder.encode(tokens, frame_mask.to(videos.device), pos=pos).tokens[:, prefix:]
+        still = self.model.encoder.encode(tokens, frame_mask, pos=pos).tokens[:, prefix:]
         visible = rec.encoded.tokens[:, prefix:]  # [B, K, D]
         in_slice = (rec.encoded.index.ids_keep // (h * w) == (frame // self.model.config.tubelet).unsqueeze(1))
         weights = in_slice.unsqueeze(-1).to(visible.dtype)
@@ -93,5 +93,6 @@ class CrossVideoMAE(VideoMaskedAutoencoding):
         z_video, z_slice, z_frame = z.split(b)
         align = (nt_xent(z_video, z_frame, self.temperature) + nt_xent(z_slice, z_frame, self.temperature)) / 2
         loss = rec.loss + self.weight * align
-        return ObjectiveOutput(loss, {"loss": loss.item(), "reconstruction": rec.loss.item(),
-                                      "alignment": align.item(), "decoder_tokens": float(rec.decoder_tokens)})
+        metrics = {"loss": loss.detach(), "reconstruction": rec.loss.detach(), "alignment": align.detach(),
+                   "decoder_tokens": as_metric(rec.decoder_tokens, loss)}
+        return ObjectiveOutput(loss, metrics)

@@ -21,7 +21,7 @@ from torch import nn
 from ..masking import DisjointViewMask, Masker
 from ..nn.mae import MaskedAutoencoder
 from ..nn.visible import gather_tokens
-from .base import ObjectiveOutput
+from .base import ObjectiveOutput, as_metric
 from .mae import MaskedAutoencoding, patch_mse
 
 DMJD_BETA = 2.0  # smooth-L1 beta of DMJD's visible loss
@@ -47,7 +47,7 @@ class DisjointMaskingJointDistillation(MaskedAutoencoding):
         b = images.shape[0]
         first = self.draw_mask(b, generator)
         second = self.second_view(self.layout, b, ratio=self.ratio, generator=generator, first=first)
-        masks = torch.cat([first, second]).to(images.device)  # [2B, L]
+        masks = torch.cat([first, second])  # [2B, L], on the host: the encoder indexes it there
         both = torch.cat([images, images])
         target = self.targets(both)
         out = self.model(both, masks)
@@ -55,6 +55,6 @@ class DisjointMaskingJointDistillation(MaskedAutoencoding):
         vis = self.visible_loss(out.encoded.tokens[:, self.model.encoder.prefix :], target,
                                 out.encoded.index.ids_keep)
         loss = mim + self.theta * vis
-        covered = (first | second).float().mean().item()
-        return ObjectiveOutput(loss, {"loss": loss.item(), "reconstruction": mim.item(), "visible": vis.item(),
+        covered = as_metric((first | second).float().mean(), loss)
+        return ObjectiveOutput(loss, {"loss": loss.detach(), "reconstruction": mim.detach(), "visible": vis.detach(),
                                       "covered": covered})

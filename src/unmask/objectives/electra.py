@@ -1,7 +1,8 @@
-"""ELECTRA: replaced-token detection (Clark et al. 2020, P36). A small masked LM (the generator) fills
-the hidden places with plausible tokens; the main network (the discriminator) reads the whole
-corrupted sequence and says, for every token, whether it was replaced. The discriminator learns from
-all N tokens, not only the 15% hidden, which is why ELECTRA beats MLM at equal compute.
+"""ELECTRA: replaced-token detection (Clark et al. 2020, arXiv:2003.10555, P36). A small masked LM
+(the generator) fills the hidden places with plausible tokens; the main network (the discriminator)
+reads the whole corrupted sequence and says, for every token, whether it was replaced. The
+discriminator learns from all N tokens, not only the 15% hidden, which is why ELECTRA beats MLM at
+equal compute.
 
 As in google-research/electra (`run_pretraining.py`):
 - the generator is a quarter of the discriminator's width (`generator_hidden_size=0.25`), as deep,
@@ -9,7 +10,8 @@ As in google-research/electra (`run_pretraining.py`):
   projects back up (dense, GELU, LayerNorm) and scores against the shared token embeddings;
 - 15% of tokens are hidden (here an exact count per row; ELECTRA samples positions with
   replacement), 85% of them become [MASK] and 15% stay (no random branch);
-- the generator's draws (float64 inverse CDF, `sampling.categorical`) carry no gradient;
+- the generator's draws (float64 inverse CDF, `sampling.categorical`) carry no gradient; they are
+  made on the CPU with the step's generator, so its logits are copied there once per step;
 - a token is "replaced" only where the drawn token differs from the original (a lucky draw of the
   original is labelled real);
 - loss = MLM loss of the generator + 50 * mean BCE of the discriminator over all tokens.
@@ -17,8 +19,6 @@ Only the discriminator (`features`) is kept for downstream use.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,7 @@ from ..nn import Embedding, Transformer
 from ..nn.transformer import init_weights
 from ..sampling.categorical import categorical
 from .base import ObjectiveOutput
+from .masked_token import hidden_ce_mean
 
 
 class Discriminator(nn.Module):
@@ -105,13 +106,14 @@ class Electra(nn.Module):
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> ObjectiveOutput:
         tokens = batch["tokens"]
-        b, n = tokens.shape
+        b = tokens.shape[0]
         context = {k: v for k, v in batch.items() if k != "tokens"}
-        mask = self.masker(self.layout, b, ratio=self.ratio, generator=generator, **context).to(tokens.device)
+        hidden = self.masker(self.layout, b, ratio=self.ratio, generator=generator, **context)
+        mask = hidden.to(tokens.device, non_blocking=True)  # the masker draws on the host
         gen_inputs = self.corruption(tokens, mask, self.mask_id, generator)
         gen_logits = self.generator(gen_inputs, self.discriminator.embed, mask)  # [M, V]
         targets = tokens[mask]
-        gen_loss = F.cross_entropy(gen_logits.float(), targets) if targets.numel() else gen_logits.sum() * 0
+        gen_loss = hidden_ce_mean(F.cross_entropy(gen_logits.float(), targets, reduction="none"), mask)
         with torch.no_grad():  # drawn on the CPU, where the step's generator lives
             drawn = categorical(gen_logits.detach().cpu(), self.temperature, generator).to(tokens.device)
         fake = tokens.clone()
@@ -121,8 +123,8 @@ class Electra(nn.Module):
         disc_loss = F.binary_cross_entropy_with_logits(disc_logits.float(), replaced.float())
         loss = gen_loss + self.disc_weight * disc_loss
         with torch.no_grad():
-            gen_acc = (gen_logits.argmax(-1) == targets).float().mean().item() if targets.numel() else math.nan
-            disc_acc = ((disc_logits > 0) == replaced).float().mean().item()
-        metrics = {"loss": loss.item(), "gen_loss": gen_loss.item(), "disc_loss": disc_loss.item(),
-                   "gen_acc": gen_acc, "disc_acc": disc_acc, "replaced_share": replaced.float().mean().item()}
+            gen_acc = (gen_logits.argmax(-1) == targets).float().mean()  # nan when nothing is hidden
+            disc_acc = ((disc_logits > 0) == replaced).float().mean()
+        metrics = {"loss": loss.detach(), "gen_loss": gen_loss.detach(), "disc_loss": disc_loss.detach(),
+                   "gen_acc": gen_acc, "disc_acc": disc_acc, "replaced_share": replaced.float().mean()}
         return ObjectiveOutput(loss, metrics)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from ..masking import HardPatchMask
 from ..masking.hard_patch import hard_share_at
 from ..nn.mae import MAEDecoder, MaskedAutoencoder
-from .base import ObjectiveOutput
+from .base import ObjectiveOutput, as_metric
 from .mae import MaskedAutoencoding
 
 
@@ -53,6 +53,7 @@ class HardPatchMining(MaskedAutoencoding):
         self.steps, self.final_share = steps, final_share
         self.loss_predictor = MAEDecoder(model.config, out_dim=1, depth=1)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self._count = (0, self._state())  # (the step buffer's value on the host, the buffer state it mirrors)
 
     @torch.no_grad()
     def predicted_losses(self, images: torch.Tensor) -> torch.Tensor:
@@ -60,16 +61,36 @@ class HardPatchMining(MaskedAutoencoding):
         encoded = self.model.encoder(images)
         return self.loss_predictor(encoded, every=True).squeeze(-1)
 
+    def _state(self) -> tuple[int, int]:
+        return self.step.data_ptr(), self.step._version  # host metadata: changes when the buffer does
+
+    def calls(self) -> int:
+        """Training calls so far, as a Python int. The `step` buffer (saved in checkpoints) is read
+        only when it changed outside `forward` (a loaded checkpoint, a test that sets it), never at
+        every step: each read would wait for the device."""
+        if self._count[1] != self._state():
+            self._count = (int(self.step), self._state())
+        return self._count[0]
+
+    def _apply(self, fn, *args, **kwargs):
+        in_step = self._count[1] == self._state()
+        out = super()._apply(fn, *args, **kwargs)
+        if in_step:  # a move or cast keeps the value
+            self._count = (self._count[0], self._state())
+        return out
+
     @property
     def hard_share(self) -> float:
-        return hard_share_at(float(self.step) / self.steps, self.final_share)
+        return hard_share_at(self.calls() / self.steps, self.final_share)
 
     def hard_mask(self, images: torch.Tensor, generator) -> torch.Tensor:
-        """Bool[B, L]: this step's mask, `hard_share` of the hidden patches by predicted loss."""
+        """Bool[B, L] on the host: this step's mask, `hard_share` of the hidden patches by predicted
+        loss (the predictions are copied to the host, where the masker draws with the step's
+        generator: one wait for the device per step once the share is above 0)."""
         masker = dataclasses.replace(self.masker, hard_share=self.hard_share)
         b = images.shape[0]
         scores = self.predicted_losses(images) if masker.hard_share > 0 else torch.zeros(b, self.layout.n)
-        return masker(self.layout, b, ratio=self.ratio, generator=generator, scores=scores).to(images.device)
+        return masker(self.layout, b, ratio=self.ratio, generator=generator, scores=scores)
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> ObjectiveOutput:
         images = batch["images"]
@@ -78,7 +99,9 @@ class HardPatchMining(MaskedAutoencoding):
         rec, errors, out = self.reconstruction(images, mask)
         rank = relative_loss(self.loss_predictor(out.encoded).squeeze(-1), errors)
         if self.training:
+            count = self.calls() + 1
             self.step += 1
+            self._count = (count, self._state())
         loss = rec + rank
-        return ObjectiveOutput(loss, {"loss": loss.item(), "reconstruction": rec.item(), "rank": rank.item(),
-                                      "hard_share": share})
+        return ObjectiveOutput(loss, {"loss": loss.detach(), "reconstruction": rec.detach(), "rank": rank.detach(),
+                                      "hard_share": as_metric(share, loss)})

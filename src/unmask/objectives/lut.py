@@ -70,7 +70,6 @@ class UnmaskedTokenLearning(MaskedAutoencoding):
         b = images.shape[0]
         first = self.draw_mask(b, generator)
         second = self.second_view(self.layout, b, ratio=self.ratio, generator=generator, first=first)
-        first, second = first.to(images.device), second.to(images.device)
         rec, _, out = self.reconstruction(images, first)
         view2 = self.model.encoder(images, second)
         prefix = self.model.encoder.prefix
@@ -83,5 +82,5 @@ class UnmaskedTokenLearning(MaskedAutoencoding):
         loss = rec + self.weight * unmasked
         if self.training:
             self.update_teacher()
-        return ObjectiveOutput(loss, {"loss": loss.item(), "reconstruction": rec.item(),
-                                      "unmasked": unmasked.item()})
+        return ObjectiveOutput(loss, {"loss": loss.detach(), "reconstruction": rec.detach(),
+                                      "unmasked": unmasked.detach()})

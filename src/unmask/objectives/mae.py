@@ -19,7 +19,7 @@ from ..masking import Masker, RandomMask
 from ..nn.mae import MaskedAutoencoder
 from ..nn.patch import patchify
 from ..nn.visible import gather_tokens
-from .base import ObjectiveOutput
+from .base import ObjectiveOutput, as_metric
 
 NORM_PIX_EPS = 1e-6  # MAE's models_mae.py: keeps a flat patch finite
 
@@ -34,6 +34,14 @@ def normalize_patches(patches: torch.Tensor) -> torch.Tensor:
 def patch_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """[B, M, P] x [B, M, P] -> [B, M]: the squared error of each patch, averaged over its values."""
     return (pred.float() - target.float()).pow(2).mean(dim=-1)
+
+
+def masked_mean(values: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """The mean of `values` at the places where `where` is True (any shapes that broadcast), 0 when
+    there is none; on the device, with no read of how many there are (MAE's sum(loss * mask) /
+    sum(mask))."""
+    weights = where.to(values.dtype)
+    return (values * weights).sum() / weights.sum().clamp(min=1.0)
 
 
 class MaskedAutoencoding(nn.Module):
@@ -57,9 +65,11 @@ class MaskedAutoencoding(nn.Module):
         return self.model.layout
 
     def draw_mask(self, batch_size: int, generator, device=None, **context) -> torch.Tensor:
-        """Bool[B, L], True = hidden, from the masker (context is passed on to data-driven ones)."""
+        """Bool[B, L], True = hidden, from the masker (context is passed on to data-driven ones): in
+        host memory, where the masker draws it, unless `device` asks for a copy there. The encoder
+        takes the host mask: it builds its index there, without waiting for the device."""
         mask = self.masker(self.layout, batch_size, ratio=self.ratio, generator=generator, **context)
-        return mask.to(device) if device is not None else mask
+        return mask.to(device, non_blocking=True) if device is not None else mask
 
     def targets(self, images: torch.Tensor) -> torch.Tensor:
         """Float[B, C, H, W] -> Float[B, L, p*p*C]: the pixel targets of every patch."""
@@ -82,6 +92,6 @@ class MaskedAutoencoding(nn.Module):
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> ObjectiveOutput:
         images = batch["images"]
-        mask = self.draw_mask(images.shape[0], generator, images.device)
+        mask = self.draw_mask(images.shape[0], generator)
         loss, _, _ = self.reconstruction(images, mask)
-        return ObjectiveOutput(loss, {"loss": loss.item(), "hidden_share": mask.float().mean().item()})
+        return ObjectiveOutput(loss, {"loss": loss.detach(), "hidden_share": as_metric(mask.float().mean(), loss)})

@@ -22,7 +22,7 @@ from torch import nn
 from ..masking import Masker, RandomMask
 from ..nn.mae import MAEConfig, MaskedEncoder, init_mae
 from ..nn.visible import gather_tokens
-from .base import ObjectiveOutput
+from .base import ObjectiveOutput, as_metric
 from .mimic import frozen, teacher_tokens
 
 
@@ -49,8 +49,9 @@ class MaskAlign(nn.Module):
         return self.encoder.cfg.layout
 
     def draw_mask(self, batch_size: int, generator, device=None) -> torch.Tensor:
+        """Bool[B, L], True = hidden: on the host, where the masker draws it, unless `device` asks."""
         mask = self.masker(self.layout, batch_size, ratio=self.ratio, generator=generator)
-        return mask.to(device) if device is not None else mask
+        return mask.to(device, non_blocking=True) if device is not None else mask
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.encoder(images).tokens[:, self.encoder.prefix :]
@@ -66,8 +67,8 @@ class MaskAlign(nn.Module):
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> ObjectiveOutput:
         images = batch["images"]
-        mask = self.draw_mask(images.shape[0], generator, images.device)
+        mask = self.draw_mask(images.shape[0], generator)
         out = self.encoder(images, mask, return_layers=True)
         student = [h[:, self.encoder.prefix :] for h in out.layers]
         loss = self.alignment_loss(student, teacher_tokens(self.teacher, images, layers=True), out.index.ids_keep)
-        return ObjectiveOutput(loss, {"loss": loss.item(), "hidden_share": mask.float().mean().item()})
+        return ObjectiveOutput(loss, {"loss": loss.detach(), "hidden_share": as_metric(mask.float().mean(), loss)})

@@ -1,19 +1,22 @@
-"""The masked diffusion ELBO with a prompt that is never hidden (LLaDA's SFT, Nie et al. 2025) and
-DiffuCoder's coupled complementary masks (Gong et al. 2025, P54): the tokens one mask leaves visible
+"""The masked diffusion ELBO (MDLM, Sahoo et al. 2024, arXiv:2406.07524; LLaDA, Nie et al. 2025,
+arXiv:2502.09992), with a prompt that is never hidden (LLaDA's SFT) and DiffuCoder's coupled
+complementary masks (Gong et al. 2025, arXiv:2506.20639, P54): the tokens one mask leaves visible
 are exactly the ones the second mask hides, so every token is scored once per pair and the estimate
 of the bound varies less.
 
 For a row with answer tokens A (all tokens when there is no prompt), t ~ U(eps, 1) and one float64
-uniform u_i per token:
-- single mask: hide i in A where u_i < t; the row's estimate is sum_hidden CE / t;
+uniform u_i per token (eps keeps t away from 0, where the 1/t weight explodes, as MDLM and LLaDA do):
+- single mask: hide i in A where u_i < t (each token with probability t); the row's estimate is
+  sum_hidden CE / t;
 - coupled (`coupled=True`, t ~ U(eps, 1 - eps) so both weights stay finite): also hide the complement
   u_i >= t, whose tokens are hidden as at time 1 - t, and average the two estimates:
   (sum_{u<t} CE / t + sum_{u>=t} CE / (1 - t)) / 2. Each half is an unbiased estimate of the same
   bound (1 - t has the law of t), so the average is too; it costs two network calls.
-Pretraining divides the batch's sum by B * N (as MDLM, LLaDA and `MaskedTokenModeling(elbo=True)`,
-whose draws this reproduces exactly when uncoupled without a prompt); with a prompt
-(`batch["prompt"]`: Bool[B, N], True = given) each row is divided by its answer length, then the
-rows are averaged (LLaDA's SFT). In nats per token; `bits` = nats / ln 2.
+Pretraining divides the batch's sum by B * N (all tokens, as MDLM and LLaDA normalise): an upper
+bound on the negative log-likelihood per token. This is the one implementation of the bound (the
+plain masked token loss, `MaskedTokenModeling`, has no 1/t weight). With a prompt (`batch["prompt"]`:
+Bool[B, N], True = given) each row is divided by its answer length, then the rows are averaged
+(LLaDA's SFT). In nats per token; `bits` = nats / ln 2.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import ObjectiveOutput
-from .masked_token import ELBO_EPS
+
+ELBO_EPS = 1e-3  # MDLM and LLaDA keep t away from 0, where the 1/t weight explodes
 
 
 class MaskedDiffusion(nn.Module):
@@ -42,21 +46,24 @@ class MaskedDiffusion(nn.Module):
         self.layout = model.config.layout
 
     def draw(self, b: int, n: int, generator, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """t: Float64[B] and the per-token uniforms u: Float64[B, N]."""
+        """t: Float64[B] and the per-token uniforms u: Float64[B, N], drawn on the host and moved to
+        `device` without waiting for it."""
         top = 1 - 2 * self.eps if self.coupled else 1 - self.eps
         t = self.eps + top * torch.rand(b, generator=generator, dtype=torch.float64)
         u = torch.rand(b, n, generator=generator, dtype=torch.float64)
-        return t.to(device), u.to(device)
+        return t.to(device, non_blocking=True), u.to(device, non_blocking=True)
 
     def hidden_ce_sum(self, tokens: torch.Tensor, hide: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Sum of the cross-entropy of hidden tokens per row, Float[B], and hidden-token accuracy."""
+        """Sum of the cross-entropy of hidden tokens per row, Float[B], and the counts for the
+        hidden-token accuracy ({"correct", "hidden"}: 0-dim tensors, never read here)."""
         logits = self.model(tokens.masked_fill(hide, self.mask_id), where=hide)  # [M, V]
         targets = tokens[hide]
         ce = F.cross_entropy(logits.float(), targets, reduction="none")
         rows = torch.nonzero(hide)[:, 0]
         sums = torch.zeros(tokens.shape[0], device=tokens.device).index_add_(0, rows, ce)
-        correct = (logits.argmax(-1) == targets).sum().item() if targets.numel() else 0
-        return sums, {"correct": correct, "hidden": targets.numel()}
+        with torch.no_grad():
+            correct = (logits.argmax(-1) == targets).sum()
+        return sums, {"correct": correct, "hidden": hide.sum()}
 
     def row_bounds(self, batch: dict, generator=None) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """(per-row estimate of the summed NLL bound in nats Float[B], answer lengths Long[B], counts)."""
@@ -80,6 +87,7 @@ class MaskedDiffusion(nn.Module):
             loss = est.sum() / lengths.sum()  # = / (B * N)
         else:
             loss = (est / lengths.clamp(min=1).to(est)).mean()
-        acc = counts["correct"] / counts["hidden"] if counts["hidden"] else math.nan
-        metrics = {"loss": loss.item(), "elbo_bits_per_token": loss.item() / math.log(2), "hidden_acc": acc}
+        nats = loss.detach()
+        metrics = {"loss": nats, "elbo_bits_per_token": nats / math.log(2),
+                   "hidden_acc": counts["correct"] / counts["hidden"]}  # nan when nothing is hidden
         return ObjectiveOutput(loss, metrics)

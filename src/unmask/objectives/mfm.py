@@ -22,6 +22,7 @@ from ..masking import FrequencyMask, Masker
 from ..nn.mae import MAEConfig, MaskedEncoder, init_mae
 from ..nn.patch import unpatchify
 from .base import ObjectiveOutput
+from .mae import masked_mean
 
 
 def remove_frequencies(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -32,11 +33,11 @@ def remove_frequencies(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
 
 
 def frequency_loss(pred: torch.Tensor, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared spectral error at the removed frequencies. pred, images: [B, C, H, W]."""
+    """Mean squared spectral error at the removed frequencies (0 when none is). pred, images:
+    [B, C, H, W]; mask: Bool[B, H*W]."""
     b, c, h, w = images.shape
     err = (torch.fft.fft2(pred.float(), norm="ortho") - torch.fft.fft2(images.float(), norm="ortho")).abs() ** 2
-    hidden = mask.view(b, 1, h, w).expand(b, c, h, w)
-    return err[hidden].mean() if hidden.any() else pred.sum() * 0.0
+    return masked_mean(err, mask.view(b, 1, h, w).expand(b, c, h, w))
 
 
 class MaskedFrequencyModeling(nn.Module):
@@ -64,7 +65,7 @@ class MaskedFrequencyModeling(nn.Module):
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> ObjectiveOutput:
         images = batch["images"]
         mask = self.masker(self.frequencies, images.shape[0], ratio=self.ratio, generator=generator)
-        mask = mask.to(images.device)
+        mask = mask.to(images.device, non_blocking=True)
         corrupted = remove_frequencies(images, mask).clamp(0.0, 1.0)
         loss = frequency_loss(self.predict(corrupted), images, mask)
-        return ObjectiveOutput(loss, {"loss": loss.item(), "hidden_share": mask.float().mean().item()})
+        return ObjectiveOutput(loss, {"loss": loss.detach(), "hidden_share": mask.float().mean()})

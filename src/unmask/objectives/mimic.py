@@ -52,9 +52,9 @@ class MimicBeforeReconstruct(MaskedAutoencoding):
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> ObjectiveOutput:
         images = batch["images"]
-        mask = self.draw_mask(images.shape[0], generator, images.device)
+        mask = self.draw_mask(images.shape[0], generator)
         rec, _, out = self.reconstruction(images, mask)
         visible = out.encoded.tokens[:, self.model.encoder.prefix :]
         mimic = self.mimic_loss(visible, teacher_tokens(self.teacher, images), out.encoded.index.ids_keep)
         loss = rec + self.weight * mimic
-        return ObjectiveOutput(loss, {"loss": loss.item(), "reconstruction": rec.item(), "mimic": mimic.item()})
+        return ObjectiveOutput(loss, {"loss": loss.detach(), "reconstruction": rec.detach(), "mimic": mimic.detach()})

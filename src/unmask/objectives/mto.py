@@ -37,9 +37,10 @@ class MaskedTokenOptimization(MaskedAutoencoding):
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> ObjectiveOutput:
         images = batch["images"]
-        mask = self.draw_mask(images.shape[0], generator, images.device)
-        attn = visible_attention(mask, self.model.encoder.prefix) if self.recalibrate else None
+        mask = self.draw_mask(images.shape[0], generator)  # on the host: the encoder indexes it there
+        hidden = mask.to(images.device, non_blocking=True)
+        attn = visible_attention(hidden, self.model.encoder.prefix) if self.recalibrate else None
         encoded = self.model.encoder(images, mask, attn_mask=attn)
         pred = self.model.decoder(encoded)
         loss = patch_mse(pred, gather_tokens(self.targets(images), encoded.index.ids_hidden)).mean()
-        return ObjectiveOutput(loss, {"loss": loss.item(), "hidden_share": mask.float().mean().item()})
+        return ObjectiveOutput(loss, {"loss": loss.detach(), "hidden_share": hidden.float().mean()})

@@ -23,7 +23,8 @@ from ..nn.heads import LogitsHead
 from ..nn.point_groups import PointGroups
 from ..nn.point_mae import PointEncoder
 from ..nn.point_tokenizer import PointTokenizer
-from .base import ObjectiveOutput
+from .base import ObjectiveOutput, as_metric
+from .masked_token import hidden_ce_mean
 
 POINT_BERT_RATIO = (0.25, 0.45)  # Point-BERT's mask_ratio range
 
@@ -49,21 +50,26 @@ class PointBERT(nn.Module):
         return self.encoder.layout
 
     def draw_mask(self, batch_size: int, generator, device=None) -> torch.Tensor:
-        """Bool[B, G], True = hidden; one share in [lo, hi] for the whole batch."""
+        """Bool[B, G], True = hidden; one share in [lo, hi] for the whole batch. On the host, where
+        the masker draws it (the encoder indexes it there), unless `device` asks for a copy."""
         lo, hi = self.ratio
-        r = lo + (hi - lo) * torch.rand((), generator=generator, dtype=torch.float64).item()
+        r = lo + (hi - lo) * torch.rand((), generator=generator, dtype=torch.float64)  # a host tensor, never read
         mask = self.masker(self.layout, batch_size, ratio=r, generator=generator)
-        return mask.to(device) if device is not None else mask
+        return mask.to(device, non_blocking=True) if device is not None else mask
 
     def prediction(self, groups: PointGroups, mask: torch.Tensor, codes: torch.Tensor | None = None):
-        """(loss, accuracy) of predicting `codes` (Long[B, G], default the tokenizer's) at hidden groups."""
+        """(loss, accuracy) of predicting `codes` (Long[B, G], default the tokenizer's) at hidden
+        groups: the mean cross-entropy over hidden groups (0 when none is) and the share predicted
+        right (nan when none is), both 0-dim tensors."""
         codes = self.tokenizer(groups.points) if codes is None else codes
         tokens = self.encoder(groups, mask).tokens[:, self.encoder.prefix :]  # [B, G, D]
-        logits = self.head(tokens, where=mask)  # [M, V]
-        if not logits.numel():
-            return logits.sum() * 0.0, 0.0
-        loss = F.cross_entropy(logits.float(), codes[mask])
-        return loss, (logits.argmax(-1) == codes[mask]).float().mean().item()
+        hidden = mask.to(tokens.device, non_blocking=True)
+        logits = self.head(tokens, where=hidden)  # [M, V]
+        targets = codes[hidden]
+        loss = hidden_ce_mean(F.cross_entropy(logits.float(), targets, reduction="none"), hidden)
+        with torch.no_grad():
+            accuracy = (logits.argmax(-1) == targets).float().mean()
+        return loss, accuracy
 
     def features(self, points) -> torch.Tensor:
         """Float[B, N, 3] or PointGroups -> Float[B, G, D]: the encoder's tokens, every group visible."""
@@ -71,7 +77,7 @@ class PointBERT(nn.Module):
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> ObjectiveOutput:
         groups = self.encoder.batch_groups(batch)
-        mask = self.draw_mask(groups.points.shape[0], generator, groups.points.device)
+        mask = self.draw_mask(groups.points.shape[0], generator)
         loss, accuracy = self.prediction(groups, mask)
-        return ObjectiveOutput(loss, {"loss": loss.item(), "code_accuracy": accuracy,
-                                      "hidden_share": mask.float().mean().item()})
+        return ObjectiveOutput(loss, {"loss": loss.detach(), "code_accuracy": accuracy,
+                                      "hidden_share": as_metric(mask.float().mean(), loss)})

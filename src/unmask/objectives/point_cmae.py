@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..masking import Masker, TwinMask
 from ..nn.point_mae import PointDecoder, PointEncoder
 from .base import ObjectiveOutput
+from .mae import masked_mean
 from .point_mae import POINT_MAE_RATIO, PointMAE
 
 
@@ -32,9 +33,7 @@ def place(features: torch.Tensor, ids: torch.Tensor, n: int) -> torch.Tensor:
 def co_hidden_contrast(first: torch.Tensor, second: torch.Tensor, both: torch.Tensor) -> torch.Tensor:
     """Mean of 1 - cos(first, second) over the places where `both` is True (0 where none is).
     first, second: Float[B, G, D]; both: Bool[B, G]."""
-    if not both.any():
-        return (first.sum() + second.sum()) * 0.0
-    return (1 - F.cosine_similarity(first[both].float(), second[both].float(), dim=-1)).mean()
+    return masked_mean(1 - F.cosine_similarity(first.float(), second.float(), dim=-1), both)
 
 
 class PointCMAE(PointMAE):
@@ -50,15 +49,14 @@ class PointCMAE(PointMAE):
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> ObjectiveOutput:
         groups = self.encoder.batch_groups(batch)
         b, n, device = groups.points.shape[0], self.layout.n, groups.points.device
-        first = self.draw_mask(b, generator)
+        first = self.draw_mask(b, generator)  # masks on the host: the encoder indexes them there
         second = self.twin(self.layout, b, ratio=self.ratio, generator=generator, first=first)
-        first, second = first.to(device), second.to(device)
         rec1 = self.reconstruction(groups, first)
         rec2 = self.reconstruction(groups, second, decoder=self.second_decoder)
         f1 = place(rec1.decoded.features, rec1.encoded.index.ids_hidden, n)
         f2 = place(rec2.decoded.features, rec2.encoded.index.ids_hidden, n)
-        both = first & second
+        both = (first & second).to(device, non_blocking=True)
         contrast = co_hidden_contrast(f1, f2, both)
         loss = rec1.loss + rec2.loss + self.weight * contrast
-        return ObjectiveOutput(loss, {"loss": loss.item(), "chamfer": (rec1.loss.item() + rec2.loss.item()) / 2,
-                                      "contrast": contrast.item(), "co_hidden": both.float().sum(1).mean().item()})
+        return ObjectiveOutput(loss, {"loss": loss.detach(), "chamfer": (rec1.loss.detach() + rec2.loss.detach()) / 2,
+                                      "contrast": contrast.detach(), "co_hidden": both.float().sum(1).mean()})

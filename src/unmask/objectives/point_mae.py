@@ -57,9 +57,10 @@ class PointMAE(nn.Module):
         return self.encoder.layout
 
     def draw_mask(self, batch_size: int, generator, device=None) -> torch.Tensor:
-        """Bool[B, G], True = hidden."""
+        """Bool[B, G], True = hidden: on the host, where the masker draws it (the encoder indexes it
+        there without waiting for the device), unless `device` asks for a copy."""
         mask = self.masker(self.layout, batch_size, ratio=self.ratio, generator=generator)
-        return mask.to(device) if device is not None else mask
+        return mask.to(device, non_blocking=True) if device is not None else mask
 
     def reconstruction(self, groups: PointGroups, mask: torch.Tensor, target: torch.Tensor | None = None,
                        decoder: PointDecoder | None = None) -> PointReconstruction:
@@ -79,6 +80,6 @@ class PointMAE(nn.Module):
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> ObjectiveOutput:
         groups = self.encoder.batch_groups(batch)
-        mask = self.draw_mask(groups.points.shape[0], generator, groups.points.device)
+        mask = self.draw_mask(groups.points.shape[0], generator)
         rec = self.reconstruction(groups, mask)
-        return ObjectiveOutput(rec.loss, {"loss": rec.loss.item(), "chamfer": rec.loss.item()})
+        return ObjectiveOutput(rec.loss, {"loss": rec.loss.detach(), "chamfer": rec.loss.detach()})

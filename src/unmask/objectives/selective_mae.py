@@ -20,7 +20,7 @@ from ..masking.selective import select_targets
 from ..nn.mae import MaskedAutoencoder
 from ..nn.patch import patchify
 from ..nn.visible import gather_tokens
-from .base import ObjectiveOutput
+from .base import ObjectiveOutput, as_metric
 from .mae import MaskedAutoencoding, patch_mse
 
 
@@ -45,10 +45,13 @@ class SelectiveMaskedAutoencoding(MaskedAutoencoding):
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> ObjectiveOutput:
         images = batch["images"]
-        energy = gradient_energy(images, self.model.config.patch)
-        mask = self.draw_mask(images.shape[0], generator, images.device, energy=energy)
+        # both draws read the energy on the host, where the step's generator lives: one copy there
+        energy = gradient_energy(images, self.model.config.patch).cpu()
+        mask = self.draw_mask(images.shape[0], generator, energy=energy)
         targets = select_targets(mask, energy, self.n_targets, temperature=self.temperature, generator=generator)
+        targets = targets.to(images.device, non_blocking=True)
         encoded = self.model.encoder(images, mask)
         pred = self.model.decoder(encoded, targets)
         loss = patch_mse(pred, gather_tokens(self.targets(images), targets)).mean()
-        return ObjectiveOutput(loss, {"loss": loss.item(), "tokens_decoded": encoded.index.keep + self.n_targets})
+        return ObjectiveOutput(loss, {"loss": loss.detach(),
+                                      "tokens_decoded": as_metric(encoded.index.keep + self.n_targets, loss)})

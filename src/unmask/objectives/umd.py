@@ -26,7 +26,7 @@ from ..nn.embedding import sincos_1d
 from ..nn.mae import MAEDecoder, MaskedAutoencoder
 from ..nn.patch import patchify
 from .base import ObjectiveOutput
-from .mae import MaskedAutoencoding, patch_mse
+from .mae import MaskedAutoencoding, masked_mean, patch_mse
 
 DIFFUSION_STEPS = 1000
 
@@ -67,23 +67,25 @@ class UnifiedMaskedDiffusion(MaskedAutoencoding):
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> ObjectiveOutput:
         images = batch["images"]
+        device = images.device
         b = images.shape[0]
         n_clean = max(1, min(b - 1, round(self.clean_share * b)))
         noisy, clean = images[: b - n_clean], images[b - n_clean :]
-        # noisy half: diffuse, hide few, predict eps where visible and x0 where hidden
+        # noisy half: diffuse, hide few, predict eps where visible and x0 where hidden (drawn on the host)
         t = torch.randint(1, DIFFUSION_STEPS, (len(noisy),), generator=generator)
-        eps = torch.randn(noisy.shape, generator=generator)
-        a = cosine_alpha_bar(t).float().view(-1, 1, 1, 1)
+        eps = torch.randn(noisy.shape, generator=generator).to(device, non_blocking=True)
+        a = cosine_alpha_bar(t).float().view(-1, 1, 1, 1).to(device, non_blocking=True)
         x_t = (a.sqrt() * (2 * noisy - 1) + (1 - a).sqrt() * eps.to(noisy)) / 2 + 0.5  # back to [0, 1] scale
-        mask_n = self.masker(self.layout, len(noisy), ratio=self.noisy_ratio, generator=generator).to(images.device)
-        x0_n, eps_n = self.predict(x_t, mask_n, t.to(images.device))
+        mask_n = self.masker(self.layout, len(noisy), ratio=self.noisy_ratio, generator=generator)
+        x0_n, eps_n = self.predict(x_t, mask_n, t.to(device, non_blocking=True))
+        hidden_n = mask_n.to(device, non_blocking=True)
         x0_err = patch_mse(x0_n, self.targets(noisy))  # [B', L]
         eps_err = patch_mse(eps_n, patchify(eps.to(noisy), self.model.config.patch))
-        dit = (eps_err[~mask_n].mean() + x0_err[mask_n].mean()) / 2
+        dit = (masked_mean(eps_err, ~hidden_n) + masked_mean(x0_err, hidden_n)) / 2
         # clean half: MAE
-        mask_c = self.draw_mask(n_clean, generator, images.device)
-        x0_c, _ = self.predict(clean, mask_c, torch.zeros(n_clean, dtype=torch.long, device=images.device))
-        mae = patch_mse(x0_c, self.targets(clean))[mask_c].mean()
+        mask_c = self.draw_mask(n_clean, generator)
+        x0_c, _ = self.predict(clean, mask_c, torch.zeros(n_clean, dtype=torch.long, device=device))
+        mae = masked_mean(patch_mse(x0_c, self.targets(clean)), mask_c.to(device, non_blocking=True))
         f = n_clean / b
         loss = dit * (1 - f) + mae * f
-        return ObjectiveOutput(loss, {"loss": loss.item(), "dit": dit.item(), "mae": mae.item()})
+        return ObjectiveOutput(loss, {"loss": loss.detach(), "dit": dit.detach(), "mae": mae.detach()})

@@ -28,8 +28,8 @@ import torch
 from ..masking import Masker, RunningCellMask, TubeMask
 from ..nn.mae import Encoded, MaskedAutoencoder
 from ..nn.visible import gather_tokens, split_visible
-from .base import ObjectiveOutput
-from .mae import MaskedAutoencoding, normalize_patches, patch_mse
+from .base import ObjectiveOutput, as_metric
+from .mae import MaskedAutoencoding, masked_mean, normalize_patches, patch_mse
 
 
 class Reconstruction(NamedTuple):
@@ -68,24 +68,24 @@ class VideoMaskedAutoencoding(MaskedAutoencoding):
         return normalize_patches(target) if self.norm_pix else target
 
     def draw_decoder_mask(self, batch_size: int, generator, device=None) -> torch.Tensor:
-        """Bool[B, L], True = not reconstructed (V2's `decode_masked_pos`)."""
+        """Bool[B, L], True = not reconstructed (V2's `decode_masked_pos`); on the host unless `device`."""
         mask = self.decoder_masker(self.layout, batch_size, ratio=self.decoder_ratio, generator=generator)
-        return mask.to(device) if device is not None else mask
+        return mask.to(device, non_blocking=True) if device is not None else mask
 
     def dual_reconstruction(self, videos: torch.Tensor, mask: torch.Tensor, decoder_mask: torch.Tensor,
                             target: torch.Tensor | None = None) -> DualReconstruction:
-        """V2's step for one encoder mask and one decoder mask (both Bool[B, L]); `target`
-        Float[B, L, P] replaces the pixel targets."""
-        decoded = split_visible(decoder_mask)
+        """V2's step for one encoder mask and one decoder mask (both Bool[B, L], best the masker's host
+        masks: their indices are built there, see `nn/visible.py`); `target` Float[B, L, P] replaces
+        the pixel targets."""
+        decoded = split_visible(decoder_mask).to(videos.device)
         if decoded.keep < 1:
             raise ValueError("the decoder mask hides every place: nothing is left to reconstruct")
         encoded = self.model.encoder(videos, mask)
         pred = self.model.decoder(encoded, decoded.ids_keep)  # [B, D, P]
         target = self.targets(videos) if target is None else target
         errors = patch_mse(pred, gather_tokens(target, decoded.ids_keep))
-        scored = mask.gather(1, decoded.ids_keep)
-        weights = scored.to(errors.dtype)
-        loss = (errors * weights).sum() / weights.sum().clamp_min(1.0)  # no scored place: a zero loss
+        scored = mask.to(videos.device, non_blocking=True).gather(1, decoded.ids_keep)
+        loss = masked_mean(errors, scored)  # no scored place: a zero loss
         return DualReconstruction(loss, errors, scored, decoded.ids_keep, encoded)
 
     def reconstruct(self, videos: torch.Tensor, mask: torch.Tensor, generator) -> Reconstruction:
@@ -94,12 +94,13 @@ class VideoMaskedAutoencoding(MaskedAutoencoding):
         if self.decoder_ratio == 0.0:
             loss, _, out = self.reconstruction(videos, mask)
             return Reconstruction(loss, out.encoded, prefix + mask.shape[1])
-        decoder_mask = self.draw_decoder_mask(videos.shape[0], generator, videos.device)
+        decoder_mask = self.draw_decoder_mask(videos.shape[0], generator)
         dual = self.dual_reconstruction(videos, mask, decoder_mask)
         return Reconstruction(dual.loss, dual.encoded, prefix + dual.encoded.index.keep + dual.decoded.shape[1])
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> ObjectiveOutput:
         videos = batch["videos"]
-        mask = self.draw_mask(videos.shape[0], generator, videos.device)
+        mask = self.draw_mask(videos.shape[0], generator)  # on the host: the encoder indexes it there
         rec = self.reconstruct(videos, mask, generator)
-        return ObjectiveOutput(rec.loss, {"loss": rec.loss.item(), "decoder_tokens": float(rec.decoder_tokens)})
+        return ObjectiveOutput(rec.loss, {"loss": rec.loss.detach(),
+                                          "decoder_tokens": as_metric(rec.decoder_tokens, rec.loss)})

@@ -205,13 +205,14 @@ def autocast(device: torch.device, precision: str = "auto"):
     return contextlib.nullcontext()
 
 
-def mean_over_processes(values: list[float], procs: Processes) -> list[float]:
-    """The mean of each value over all processes (every process must call it)."""
+def gather_over_processes(values: torch.Tensor, procs: Processes) -> torch.Tensor:
+    """[W, *shape]: every process's `values` (on this process's device), row r from rank r. Every
+    process must call it. Nothing is read to the host: the caller reads the result once."""
     if procs.world == 1:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=procs.device)
-    dist.all_reduce(t)
-    return (t / procs.world).tolist()
+        return values.unsqueeze(0)
+    rows = [torch.empty_like(values) for _ in range(procs.world)]
+    dist.all_gather(rows, values.contiguous())
+    return torch.stack(rows)
 
 
 def _is_dtensor(t) -> bool:
@@ -240,6 +241,7 @@ def shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return full
 
 
-def total_norm(norm: torch.Tensor) -> float:
-    """A gradient norm as a float (FSDP returns it as a DTensor)."""
-    return float(full_tensor(norm))
+def total_norm(norm: torch.Tensor) -> torch.Tensor:
+    """A gradient norm as a plain 0-dim tensor on the device (FSDP returns it as a DTensor, whose
+    whole value every process gathers); never read to the host here."""
+    return (norm.full_tensor() if _is_dtensor(norm) else norm).detach()

@@ -3,15 +3,19 @@ CSV metrics, a progress bar and resumable checkpoints, on one process or many (`
 
 Every random draw of step k (batch order, masks) comes from generators seeded by (seed, k, micro-batch),
 and the learning rate is a function of k, so a run resumed from a checkpoint reaches the same weights,
-bit for bit, as one that never stopped. A non-finite loss or gradient norm stops the run with an error
-that names the step; the checkpoints written before it stay as they are.
+bit for bit, as one that never stopped.
+
+Host syncs only where a human reads a number (STYLE habit 11): a step reads nothing from the device.
+Metrics stay tensors there, and are gathered over processes and read in one go at a logged step. A
+non-finite loss or gradient norm is recorded on the device (first step, what, value) and skips the
+update there (fused AdamW's `found_inf`, as AMP's grad scaler), so the weights keep their last finite
+values; the record is read with the metrics, before every checkpoint and at the end, and stops the
+run with an error naming that step. No checkpoint is written after it; earlier ones stay as they are.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import dataclasses
 import math
 import os
 import warnings
@@ -24,8 +28,11 @@ from tqdm.auto import tqdm
 
 from ..config import option, validate
 from ..errors import UnmaskError
+from ..objectives.base import as_metric
 from . import distributed
 from .checkpoint import list_checkpoints, load_checkpoint, newest_whole, save_checkpoint
+
+FUSED_DEVICES = ("cpu", "cuda")  # where fused AdamW runs, and so can skip a non-finite step on the device
 
 
 @dataclass(frozen=True)
@@ -50,22 +57,6 @@ class TrainConfig:
                                  "fast with AMX), fp32")
 
 
-_SETTINGS: dict = {}
-
-
-@contextlib.contextmanager
-def trainer_settings(**changes):
-    """Every Trainer built inside the block trains with these TrainConfig values: how the command line
-    passes settings a recipe does not expose (`parallel=fsdp`, `micro_batch=8`, `keep=5`)."""
-    global _SETTINGS
-    before = _SETTINGS
-    _SETTINGS = {**before, **changes}
-    try:
-        yield
-    finally:
-        _SETTINGS = before
-
-
 def step_generator(seed: int, step: int, stream: int = 0, micro: int = 0) -> torch.Generator:
     """A generator that depends only on (seed, step, stream, micro-batch). The CPU generator keeps
     the low 32 bits of its seed, so micro-batches step by an odd constant (2^32 / golden ratio) that
@@ -76,7 +67,8 @@ def step_generator(seed: int, step: int, stream: int = 0, micro: int = 0) -> tor
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """Linear warmup to `lr`, then cosine decay to `lr * min_lr_ratio` at the last step."""
+    """Linear warmup to `lr` (step k < warmup trains at lr * (k + 1) / warmup), then cosine decay that
+    reaches `lr * min_lr_ratio` at step `steps`, one past the last trained step."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
@@ -108,7 +100,6 @@ class Trainer:
 
     def __init__(self, objective: nn.Module, data: dict, cfg: TrainConfig, run_dir, run_config: dict,
                  progress: bool = True):
-        cfg = dataclasses.replace(cfg, **_SETTINGS) if _SETTINGS else cfg
         validate(cfg)
         sizes = {k: len(v) for k, v in data.items()}
         if not sizes or min(sizes.values()) == 0:
@@ -129,13 +120,17 @@ class Trainer:
         self.inner = distributed.unwrap(self.module)  # its state_dict has the objective's key names
         decay = [p for p in self.inner.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in self.inner.parameters() if p.requires_grad and p.ndim < 2]
+        # fused: one kernel per step, and it skips the update on the device when `found_inf` is set
+        self.fused = self.procs.device.type in FUSED_DEVICES
         self.optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.lr, betas=(0.9, cfg.beta2),
+            lr=cfg.lr, betas=(0.9, cfg.beta2), fused=self.fused or None,
         )
         self.ema = {k: v.detach().clone() for k, v in self.inner.state_dict().items()} if cfg.ema else None
         self.step = 0
         self.saved_step = None  # step of the checkpoint that holds the current weights
+        # the first non-finite step, on the device: (step, 1 = loss or 2 = gradient norm, its value); inf: none
+        self.nonfinite = torch.tensor([math.inf, 0.0, 0.0], device=self.procs.device)
 
     # checkpoints ------------------------------------------------------------------------------
     def _optimizer_tensors(self) -> tuple[dict, dict]:
@@ -260,6 +255,8 @@ class Trainer:
             path.unlink()
 
     def train_step(self) -> dict:
+        """One optimizer step. Returns {"step", "lr", each metric and "grad_norm"}: the metrics as
+        0-dim tensors on the device, averaged over this process's micro-batches; nothing is read."""
         cfg, procs = self.cfg, self.procs
         idx = batch_indices(self.n, cfg.batch_size, cfg.seed, self.step)  # the global batch, on every process
         lr = learning_rate(cfg, self.step)
@@ -267,66 +264,98 @@ class Trainer:
             group["lr"] = lr
         self.module.train()
         self.optimizer.zero_grad(set_to_none=True)
-        sums: dict[str, float] = {}
-        finite = True
+        sums: dict[str, torch.Tensor] = {}
+        losses = torch.zeros((), device=procs.device)
         for j in self.micro:
             rows = idx[j * self.micro_size : (j + 1) * self.micro_size]
-            batch = {k: v[rows].to(procs.device) for k, v in self.data.items()}
+            batch = {k: v[rows].to(procs.device, non_blocking=True) for k, v in self.data.items()}
             with distributed.gradient_sync(self.module, sync=j == self.micro[-1]):
                 with distributed.autocast(procs.device, cfg.precision):
                     loss, metrics = self.module(batch, generator=step_generator(cfg.seed, self.step, micro=j))
-                finite = finite and bool(torch.isfinite(loss))
                 (loss / len(self.micro)).backward()
+            losses += loss.detach().float() / len(self.micro)
             for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + float(v) / len(self.micro)
+                sums[k] = sums.get(k, 0.0) + as_metric(v, losses).float() / len(self.micro)
         # max_norm inf measures without clipping (the grads are multiplied by exactly 1)
         norm = nn.utils.clip_grad_norm_(self.inner.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
         sums["grad_norm"] = distributed.total_norm(norm)
-        # every process takes the same decision, so none waits forever in a collective
-        values = distributed.mean_over_processes([*sums.values(), 0.0 if finite else 1.0], procs)
-        metrics = dict(zip(sums, values[:-1], strict=True))
-        if values[-1] > 0 or not math.isfinite(metrics["grad_norm"]):
-            what = "loss" if values[-1] > 0 else "gradient norm"
-            value = metrics.get("loss", math.nan) if values[-1] > 0 else metrics["grad_norm"]
-            raise UnmaskError(f"the {what} is {value} at step {self.step}; training stopped, "
-                              f"{self._last_good()} (try a lower lr)")
+        skip = self._record(losses, sums["grad_norm"])
+        if self.fused:
+            self.optimizer.found_inf = skip.float()
         self.optimizer.step()
         if self.ema is not None:
+            keep = (1 - cfg.ema) * ~skip  # no move towards weights the update skipped
             with torch.no_grad():
                 for k, v in self.inner.state_dict().items():
                     if v.dtype.is_floating_point:
-                        self.ema[k].lerp_(v, 1 - cfg.ema)
+                        self.ema[k].lerp_(v, keep.to(v.dtype))
                     else:
-                        self.ema[k].copy_(v)
+                        self.ema[k].copy_(torch.where(skip, self.ema[k], v))
         self.step += 1
-        return {"step": self.step, "lr": lr, **metrics}
+        return {"step": self.step, "lr": lr, **sums}
+
+    def _record(self, loss: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+        """Note this step in the non-finite record if its mean loss or gradient norm is not finite
+        (and no earlier step was). Returns Bool[], on the device: a step so far was not finite."""
+        bad_loss, bad_norm = ~torch.isfinite(loss), ~torch.isfinite(norm.float())
+        entry = torch.stack([torch.full_like(loss, self.step), torch.where(bad_loss, 1.0, 2.0),
+                             torch.where(bad_loss, loss, norm.float())])
+        first = (bad_loss | bad_norm) & torch.isinf(self.nonfinite[0])
+        self.nonfinite = torch.where(first, entry, self.nonfinite)
+        return torch.isfinite(self.nonfinite[0])
+
+    def read(self, row: dict) -> dict:
+        """The one host sync of a logged step: `row`'s tensor metrics, averaged over processes, and
+        the non-finite record, in one read (every process must call it). Raises if a step so far had
+        a non-finite loss or gradient norm; returns `row` with Python floats."""
+        names = [k for k, v in row.items() if torch.is_tensor(v)]
+        local = torch.cat([torch.stack([row[k].float() for k in names]) if names else self.nonfinite[:0],
+                           self.nonfinite])
+        rows = distributed.gather_over_processes(local, self.procs).tolist()  # [W, K + 3]
+        step, what, value = min((r[-3:] for r in rows), key=lambda r: r[0])
+        if math.isfinite(step):
+            raise UnmaskError(f"the {'loss' if what == 1 else 'gradient norm'} is {value} at step {int(step)}; "
+                              f"training stopped, {self._last_good()} (try a lower lr)")
+        means = [sum(r[i] for r in rows) / len(rows) for i in range(len(names))]
+        return {**row, **dict(zip(names, means, strict=True))}
 
     def _last_good(self) -> str:
         ckpts = list_checkpoints(self.run_dir)
         return f"the last good checkpoint {ckpts[-1]} is kept" if ckpts else "before any checkpoint was written"
 
     def fit(self, resume: bool = True, stop_after: int | None = None) -> dict:
-        """Train to `cfg.steps` (or `stop_after` more steps). Returns the last metrics."""
+        """Train to `cfg.steps` (or `stop_after` more steps). Returns the last step's metrics, as floats."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume and self.resume() and self.procs.main:
             self._truncate_log()
-        last = {}
+        last, read = {}, {}
         end = self.cfg.steps if stop_after is None else min(self.cfg.steps, self.step + stop_after)
         show = self.progress and self.procs.main
         bar = tqdm(total=end, initial=self.step, disable=not show, desc="train", leave=False)
         while self.step < end:
             last = self.train_step()
             bar.update(1)
-            if self.procs.main and (self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps):
-                self._log(last)
-                bar.set_postfix(loss=f"{last['loss']:.4f}")
+            if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                read = self.read(last)
+                if self.procs.main:
+                    self._log(read)
+                    if "loss" in read:
+                        bar.set_postfix(loss=f"{read['loss']:.4f}")
             if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
+                read = self._read_once(last, read)  # no checkpoint after a non-finite step
                 self.save()
         bar.close()
         if self.step == self.cfg.steps and self.saved_step != self.step:
+            read = self._read_once(last, read)
             self.save()
+        if last:
+            read = self._read_once(last, read)
         self._finish()
-        return last
+        return read
+
+    def _read_once(self, last: dict, read: dict) -> dict:
+        """`read` if it is the current step's, else `self.read(last)`: one read per step at most."""
+        return read if read and read.get("step") == self.step else self.read(last)
 
     def _finish(self) -> None:
         """Final weights into `objective`, on the device it came on, and the EMA as whole tensors there.
