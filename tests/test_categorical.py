@@ -1,4 +1,5 @@
-"""The float64 categorical draw (research/samplers.md, testable property 7)."""
+"""The float64 categorical draw: float32 Gumbel noise truncates the tail and lowers the effective
+temperature (Zheng et al. 2024, arXiv:2409.02908)."""
 
 import math
 

@@ -1,5 +1,6 @@
 """Cached keys and values: the Transformer's K/V in and out, light reads, and the two samplers that
-use them, ReCAP (P22) and ENAT-style reuse (P20) (research/samplers.md, properties 13 and 14)."""
+use them, ReCAP (P22; Liu et al. 2025, arXiv:2505.19089) and ENAT-style reuse (P20; Ni et al. 2024,
+arXiv:2411.06959)."""
 
 import math
 

@@ -1,5 +1,5 @@
 """Classifier-free guidance as a denoiser wrapper and MAGNeT's span decoding over streams, with its
-decreasing guidance (research/samplers.md, properties 4 and 15)."""
+decreasing guidance (Ho & Salimans 2022, arXiv:2207.12598; MAGNeT: Ziv et al. 2024, arXiv:2401.04577)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Each sampler's defining properties (research/samplers.md, "Testable properties") on exact toys.
+"""Each sampler's defining properties, as its paper (cited in its module) states them, on exact toys.
 The shared contract (fills everything, keeps given tokens, seeds, JSON state, resume) runs over every
 sampler in test_samplers.py."""
 

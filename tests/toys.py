@@ -1,4 +1,5 @@
-"""Exact toy denoisers for sampler tests (research/samplers.md, T1-T5).
+"""Exact toy denoisers for sampler tests: T1 a factorised model, T2 an exact joint, T5 a recorder of
+calls (numbered as in the samplers' test plan).
 
 Every toy takes tokens Long[B, N] with hidden places equal to V (the mask id) and returns logits
 Float[B, N, V], so each can stand in for a trained network."""

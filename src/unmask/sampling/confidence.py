@@ -1,7 +1,8 @@
-"""How sure the model is of a proposal, three ways, in float64 (research/samplers.md, section 10):
-the probability of the proposed token (MaskGIT, LLaDA, Fast-dLLM), the margin between the two most
-likely tokens (Dream's `topk_margin`), and the negative entropy (Dream's `entropy`, dParallel).
-Higher always means surer."""
+"""How sure the model is of a proposal, three ways, in float64: the probability of the proposed token
+(MaskGIT: Chang et al. 2022, arXiv:2202.04200; LLaDA: Nie et al. 2025, arXiv:2502.09992; Fast-dLLM:
+Wu et al. 2025, arXiv:2505.22618), the margin between the two most likely tokens (Dream's
+`topk_margin`: Ye et al. 2025, arXiv:2508.15487), and the negative entropy (Dream's `entropy`;
+dParallel: Chen et al. 2025, arXiv:2509.26488). Higher always means surer."""
 
 from __future__ import annotations
 

@@ -17,7 +17,8 @@ and two optional ones:
 The loop owns what every sampler shares: the denoiser calls and their count (NFE), reusing the last
 logits when a step changed nothing (MDLM's cache; valid for denoisers not conditioned on time), the
 K/V cache of denoisers that offer light reads (`kv_cache.py`), and the guarantee that canvas
-positions not equal to the mask id never change.
+positions not equal to the mask id never change (a step that changes one is a ValueError naming the
+sampler and the place).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def generate(
     nfe = light = steps = 0
     logits = last = cache = None
     hidden = tokens == mask_id
-    while hidden.any():
+    more = bool(hidden.any())
+    while more:
         if steps >= max_steps:
             raise RuntimeError(f"{type(sampler).__name__} left tokens hidden after {steps} steps")
         if logits is None or every_step:
@@ -101,13 +103,26 @@ def generate(
         new, state = sampler.step(logits, tokens, state, generator)
         steps += 1
         changed = new != tokens
-        if (changed & fixed).any():
-            raise RuntimeError(f"{type(sampler).__name__} changed a fixed canvas position")
-        if changed.any():
+        moved = changed & fixed
+        new_hidden = new == mask_id
+        # the loop's three decisions in one host sync per step, not one each
+        any_moved, any_changed, more = torch.stack([moved.any(), changed.any(), new_hidden.any()]).tolist()
+        if any_moved:
+            raise ValueError(_moved_message(sampler, moved, tokens, new))
+        if any_changed:
             logits = None  # the input changed: the next step needs a fresh call
-            tokens = new
-            hidden = tokens == mask_id
+            tokens, hidden = new, new_hidden
     return GenerationOutput(tokens, nfe, state, steps, light)
+
+
+def _moved_message(sampler, moved: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> str:
+    """Which fixed place (not the mask id in the canvas, nor revisable) a sampler's step changed."""
+    rows, places = moved.nonzero(as_tuple=True)
+    b, i = int(rows[0]), int(places[0])
+    more = f" and {len(rows) - 1} more" if len(rows) > 1 else ""
+    return (f"{type(sampler).__name__} changed fixed canvas position {i} of row {b} "
+            f"({int(before[b, i])} -> {int(after[b, i])}){more}; a sampler may only fill hidden places "
+            "and re-hide places it filled")
 
 
 def _progress(sampler, state, hidden: torch.Tensor, to_fill: torch.Tensor) -> torch.Tensor:

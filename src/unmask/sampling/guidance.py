@@ -2,7 +2,11 @@
 without the condition and push the logits away from the unconditional ones,
 `l = l_u + s * (l_c - l_u)`.
 
-One parameter, the scale s, stands for every convention in use (research/samplers.md, section 9):
+One parameter, the scale s, stands for every convention in use (MUSE: Chang et al. 2023,
+arXiv:2301.00704; aMUSEd: Patil et al. 2024, arXiv:2401.01808; Meissonic: Bai et al. 2024,
+arXiv:2410.08261; MAGNeT: Ziv et al. 2024, arXiv:2401.04577; LLaDA: Nie et al. 2025, arXiv:2502.09992;
+ENAT: Ni et al. 2024, arXiv:2411.06959; Halton MaskGIT: Besnier et al. 2025, arXiv:2503.17076; ReCAP:
+Liu et al. 2025, arXiv:2505.19089):
 | code | written as | s |
 |---|---|---|
 | lucidrains MUSE, diffusers aMUSEd, Meissonic, MAGNeT | l_u + s (l_c - l_u) | s |

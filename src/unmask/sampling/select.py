@@ -1,10 +1,10 @@
 """Which hidden places to commit: the k best by a score, with ties broken at random.
 
 Breaking ties by position (what `torch.topk` does) turns a parallel decoder into a left-to-right one
-whenever confidences saturate, as Dream's users found with top-p (research/samplers.md, 5.2). Ties here
-are broken by a uniform random order drawn from the run's generator. Sampling k places without
-replacement in proportion to softmax(score / tau) is the same call on score / tau plus Gumbel noise
-(Gumbel-top-k, Kool et al. 2019).
+whenever confidences saturate, as users of Dream (Ye et al. 2025, arXiv:2508.15487) found with
+top-p. Ties here are broken by a uniform random order drawn from the run's generator. Sampling k
+places without replacement in proportion to softmax(score / tau) is the same call on score / tau plus
+Gumbel noise (Gumbel-top-k, Kool et al. 2019).
 """
 
 from __future__ import annotations
