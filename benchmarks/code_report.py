@@ -3,16 +3,19 @@
     python benchmarks/code_report.py --out runs/code-report --steps 1000 --maskers ngram,entity --threads 1
     python benchmarks/code_report.py --out runs/code-report --steps 40 --doc /tmp/code.md   # a quick look
 
-Runs, all on the same tokenizer (trained once, copied into each run folder), the same held-out
-files and the same seed; a finished run is read back from its `metrics.json`, not trained again:
+Runs, all on the same tokenizer (trained once into OUT/tokenizer.json, copied into each run folder by
+the `data.tokenizer` setting), the same held-out files and the same seed; a finished run is read back
+from its `metrics.json`, not trained again (its settings are kept in `report_config.json`):
 - `ar` (ar-code) and `mdlm` (mdlm-code): the same Transformer and parameters and the same steps; AR's
   exact NLL against the masked-diffusion bound, in bits per token, and the variance of the bound's
   estimate with and without coupled masks (P54); function-body infilling with every sampler;
 - `electra` (electra-code) and `mlm` (mlm-code) at equal training FLOPs (counted with
   `torch.utils.flop_counter` on one step of each), compared by a linear probe of frozen features;
   beside them an untrained network's features;
-- `mlm-emd` (P10) at the steps of `mlm`; `ar-meap` (P12) and `ar-cm3` (P17) at the steps of `ar`;
-- with `--maskers ngram,entity` (or whole-word, span), `mlm` again with those maskers (P73, P19).
+- `mlm-emd` (P10, `model.emd=true`) at the steps of `mlm`; `ar-meap` (P12, `objective.meap=true`) and
+  `ar-cm3` (P17, `objective.cm3=true`) at the steps of `ar`;
+- with `--maskers ngram,entity` (or whole-word, span), `mlm` again with those maskers
+  (`objective.masker=...`; P73, P19).
 The transformers timing of benchmarks/mlm_vs_transformers.py is included when `--bench` is given
 (or read back from OUT/mlm_vs_transformers.json).
 """
@@ -24,50 +27,59 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from unmask.config import to_dict
 from unmask.data import code
 from unmask.eval import code as code_eval
-from unmask.nn import MaskedTokenModel
-from unmask.recipes import ar_code, code_runs, electra_code, mdlm_code, mlm_code
+from unmask.recipes import Run, load_run
+from unmask.recipes.ar_code import ArCode
+from unmask.recipes.electra_code import ElectraCode
+from unmask.recipes.mdlm_code import MdlmCode
+from unmask.recipes.mlm_code import MASKERS, MlmCode
 
 
-def train_flops(module, cfg) -> float:
+def train_flops(recipe) -> float:
     """FLOPs of one training step (forward and backward) of the recipe's objective."""
-    obj = module.build(cfg)
-    x = torch.randint(len(code.SPECIAL), cfg.vocab_size, (cfg.batch_size, cfg.length),
-                      generator=torch.Generator().manual_seed(0))
-    ids = torch.arange(cfg.length).expand(cfg.batch_size, -1)
+    obj = recipe.objective()
+    d, b = recipe.settings.data, recipe.settings.train.batch_size
+    x = torch.randint(len(code.SPECIAL), d.vocab_size, (b, d.length), generator=torch.Generator().manual_seed(0))
+    ids = torch.arange(d.length).expand(b, -1)
     with FlopCounterMode(display=False) as counter:
         obj({"tokens": x, "word_ids": ids, "entity_ids": ids}, torch.Generator().manual_seed(0)).loss.backward()
     return counter.get_total_flops()
 
 
-def run(name: str, module, cfg, out: Path, tokenizer: Path) -> dict:
-    run_dir = out / name
-    done = run_dir / "metrics.json"
-    stamp = run_dir / "report_config.json"
-    if done.exists() and stamp.exists() and json.loads(stamp.read_text()) == asdict(cfg):
-        print(f"{name}: read back from {done}")
+def read_back(name: str, recipe, out: Path) -> dict | None:
+    """The metrics of a finished run trained with exactly these settings, else None."""
+    done, stamp = out / name / "metrics.json", out / name / "report_config.json"
+    if done.exists() and stamp.exists() and json.loads(stamp.read_text()) == to_dict(recipe.settings):
         return json.loads(done.read_text())
-    print(f"{name}: training {module.NAME} for {cfg.steps} steps", flush=True)
+    return None
+
+
+def run(name: str, recipe, out: Path) -> dict:
+    metrics = read_back(name, recipe, out)
+    if metrics is not None:
+        print(f"{name}: read back from {out / name / 'metrics.json'}")
+        return metrics
+    print(f"{name}: training {recipe.name} for {recipe.settings.train.steps} steps", flush=True)
     t = time.time()
-    torch.manual_seed(cfg.seed)  # the weights' initial draw, as `unmask train` seeds it
-    metrics = module.train(cfg, run_dir, progress=False, tokenizer_from=tokenizer)
+    metrics = recipe.train(Run(out / name, progress=False))
     metrics["train_eval_seconds"] = time.time() - t
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    stamp.write_text(json.dumps(asdict(cfg)))
+    (out / name / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / name / "report_config.json").write_text(json.dumps(to_dict(recipe.settings)))
     return metrics
 
 
-def untrained_probe(cfg, corpus) -> dict:
-    torch.manual_seed(cfg.seed)
-    model = MaskedTokenModel(cfg.model_config()).eval()
-    return code_eval.package_probe(model.features, corpus, seed=cfg.seed)
+def untrained_probe(recipe, corpus) -> dict:
+    """The probe of the features of mlm-code's network at its seeded initial weights."""
+    model = recipe.objective().model.eval()
+    return code_eval.package_probe(model.features, corpus, seed=recipe.settings.train.seed)
 
 
 def infill_temperatures(out: Path, temperatures=(0.5, 0.2)) -> dict:
@@ -76,17 +88,15 @@ def infill_temperatures(out: Path, temperatures=(0.5, 0.2)) -> dict:
     path = out / "mdlm" / "infill_temperatures.json"
     if path.exists():
         return json.loads(path.read_text())
-    from unmask.recipes import load_run
-
-    _, cfg, objective = load_run(out / "mdlm")
-    corpus = code_runs.corpus(cfg, out / "mdlm")
-    cases = code_eval.infill_cases(corpus, cfg.length, cfg.infill_cases)
+    recipe, objective, run_ = load_run(out / "mdlm")
+    s, corpus = recipe.settings, recipe.corpus(run_)
+    cases = code_eval.infill_cases(corpus, s.data.length, s.eval.infill_cases)
     result = {}
     for t in temperatures:
-        for name, sampler in mdlm_code.samplers(replace(cfg, temperature=t)).items():
+        for name, sampler in replace(s.sampler, temperature=t).samplers().items():
             if name != "maskgit-greedy":
-                r = code_eval.infill(objective.model.eval(), cases, sampler, corpus, cfg.length, cfg.vocab_size,
-                                     cfg.seed)
+                r = code_eval.infill(objective.model.eval(), cases, sampler, corpus, s.data.length, s.data.vocab_size,
+                                     s.train.seed)
                 result[f"{name} @ {t}"] = {"parse": r.share, "token_accuracy": r.token_accuracy}
     path.write_text(json.dumps(result, indent=2))
     return result
@@ -105,7 +115,7 @@ def fmt(v, digits=3):
 
 
 def write_doc(path: Path, r: dict, steps: dict, flops: dict, bench: dict | None, out: Path, args) -> None:
-    ar, md, el, ml = r["ar"], r["mdlm"], r["electra"], r["mlm"]
+    ar, md, el, ml, cfg = r["ar"], r["mdlm"], r["electra"], r["mlm"], r["_settings"]
     command = f"python benchmarks/code_report.py --out {out} --steps {args.steps}"
     command += (f" --maskers {args.maskers}" if args.maskers else "")
     command += f" --mlm-steps {args.mlm_steps}" if args.mlm_steps else ""
@@ -117,8 +127,8 @@ def write_doc(path: Path, r: dict, steps: dict, flops: dict, bench: dict | None,
           f"average {os.getloadavg()[0]:.1f} at the end), torch {torch.__version__}. "
           "Corpus: the standard library's own `.py` files (`unmask.data.code`), split by path hash; "
           f"{r['_corpus']['train_chunks']} training and {r['_corpus']['test_chunks']} held-out chunks of "
-          f"{r['_cfg'].length} tokens, byte-level BPE of {r['_cfg'].vocab_size} tokens. Every model: width "
-          f"{r['_cfg'].dim}, depth {r['_cfg'].depth}, batch {r['_cfg'].batch_size}, seed {r['_cfg'].seed}. "
+          f"{cfg.data.length} tokens, byte-level BPE of {cfg.data.vocab_size} tokens. Every model: width "
+          f"{cfg.model.dim}, depth {cfg.model.depth}, batch {cfg.train.batch_size}, seed {cfg.train.seed}. "
           "Held-out scores use the first 512 held-out chunks unless said otherwise. Small models, minutes of "
           "training: the directions are the result, not the absolute numbers.", ""]
     L += ["## Likelihood: masked diffusion bound against the autoregressive NLL", "",
@@ -174,7 +184,7 @@ def write_doc(path: Path, r: dict, steps: dict, flops: dict, bench: dict | None,
             verdict = "file parses" if cm3[i]["cm3_parses"] else "file does not parse"
             L += ["", f"ar-code + CM3 ({verdict}):", "", "```python", ex["signature"] + cm3[i]["cm3"], "```"]
     L += ["", "## ELECTRA against MLM at equal compute (P36)", "",
-          f"Training FLOPs per step (forward + backward, batch {r['_cfg'].batch_size}): ELECTRA "
+          f"Training FLOPs per step (forward + backward, batch {cfg.train.batch_size}): ELECTRA "
           f"{flops['electra'] / 1e9:.1f} G, MLM {flops['mlm'] / 1e9:.1f} G, so MLM trains {steps['mlm']} steps "
           f"to ELECTRA's {steps['electra']}"
           + (f" (set by --mlm-steps; the FLOP count gives {steps['mlm_flops']}: these runs were made when the MLM step "
@@ -250,10 +260,10 @@ def write_doc(path: Path, r: dict, steps: dict, flops: dict, bench: dict | None,
           "| tests/test_text_nn.py, tests/test_mlm_vs_transformers.py |",
           "| any transformers masked LM as a denoiser | | `nn/hf.py` | tests/test_text_hf.py |",
           "| infilling, probe, bound variance, recall | | `eval/code.py` | tests/test_code_eval.py |"]
-    L += ["", "## Runs", "", "| run | recipe settings | train + eval seconds |", "|---|---|---|"]
-    for name, m in r.items():
-        if not name.startswith("_") and name != "untrained":
-            L += [f"| {name} | see {out}/{name}/report.md | {fmt(m.get('train_eval_seconds', float('nan')), 0)} |"]
+    L += ["", "## Runs", "", f"Each run also takes `{r['_shared']}`; its report is `{out}/RUN/report.md`.", "",
+          "| run | command | train + eval seconds |", "|---|---|---|"]
+    for name, command in r["_commands"].items():
+        L += [f"| {name} | `{command}` | {fmt(r[name].get('train_eval_seconds', float('nan')), 0)} |"]
     path.write_text("\n".join(L) + "\n")
 
 
@@ -276,45 +286,44 @@ def main(argv=None):
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     every = max(args.steps // 10, 1)  # checkpoints, so that a killed report resumes where it stopped
-    base = code_runs.CodeConfig(steps=args.steps, checkpoint_every=every)
     tokenizer = out / "tokenizer.json"
-    corpus = code.load_corpus(base.length, base.vocab_size, tokenizer_path=tokenizer)
-    r: dict = {"_cfg": base, "_corpus": {"train_chunks": len(corpus.train), "test_chunks": len(corpus.test)}}
+    base = MlmCode()
+    corpus = base.corpus(Run(out))  # trains OUT/tokenizer.json once; each run copies it and finds this corpus
+    r: dict = {"_settings": base.settings,
+               "_corpus": {"train_chunks": len(corpus.train), "test_chunks": len(corpus.test)}}
+    shared = [f"train.checkpoint_every={every}", f"data.tokenizer={tokenizer}"]
 
-    flops = {"electra": train_flops(electra_code, electra_code.Config(steps=args.steps, checkpoint_every=every)),
-             "mlm": train_flops(mlm_code, mlm_code.Config(steps=args.steps))}
+    flops = {"electra": train_flops(ElectraCode()), "mlm": train_flops(MlmCode())}
     mlm_flops_steps = round(args.steps * flops["electra"] / flops["mlm"])
     mlm_steps = args.mlm_steps or mlm_flops_steps
     steps = {"ar": args.steps, "mdlm": args.steps, "electra": args.steps, "mlm": mlm_steps,
              "mlm_flops": mlm_flops_steps}
-    plan = [("ar", ar_code, ar_code.Config(steps=args.steps, checkpoint_every=every)),
-            ("mdlm", mdlm_code, mdlm_code.Config(steps=args.steps, checkpoint_every=every)),
-            ("electra", electra_code, electra_code.Config(steps=args.steps, checkpoint_every=every)),
-            ("mlm", mlm_code, mlm_code.Config(steps=mlm_steps, checkpoint_every=every))]
+    plan = [("ar", ArCode, [f"train.steps={args.steps}"]), ("mdlm", MdlmCode, [f"train.steps={args.steps}"]),
+            ("electra", ElectraCode, [f"train.steps={args.steps}"]), ("mlm", MlmCode, [f"train.steps={mlm_steps}"])]
     if not args.skip_extras:
-        plan += [("mlm-emd", mlm_code, mlm_code.Config(steps=mlm_steps, emd=True, checkpoint_every=every)),
-                 ("ar-meap", ar_code, ar_code.Config(steps=args.steps, meap=True, checkpoint_every=every)),
-                 ("ar-cm3", ar_code, ar_code.Config(steps=args.steps, cm3=True, checkpoint_every=every))]
+        plan += [("mlm-emd", MlmCode, [f"train.steps={mlm_steps}", "model.emd=true"]),
+                 ("ar-meap", ArCode, [f"train.steps={args.steps}", "objective.meap=true"]),
+                 ("ar-cm3", ArCode, [f"train.steps={args.steps}", "objective.cm3=true"])]
     for m in filter(None, args.maskers.split(",")):
-        if m not in mlm_code.MASKERS or m == "random":
-            raise SystemExit(f"--maskers takes {', '.join(k for k in mlm_code.MASKERS if k != 'random')}; got {m!r}")
-        plan.append((f"mlm-{m}", mlm_code, replace(mlm_code.Config(steps=mlm_steps, checkpoint_every=every), masker=m)))
+        if m not in MASKERS or m == "random":
+            raise SystemExit(f"--maskers takes {', '.join(k for k in MASKERS if k != 'random')}; got {m!r}")
+        plan.append((f"mlm-{m}", MlmCode, [f"train.steps={mlm_steps}", f"objective.masker={m}"]))
     only = set(filter(None, args.only.split(",")))
     unknown = only - {name for name, _, _ in plan}
     if unknown:
         raise SystemExit(f"--only names runs not in the plan: {sorted(unknown)}")
-    for name, module, cfg in plan:
-        if only and name not in only:
-            done = out / name / "metrics.json"
-            stamp = out / name / "report_config.json"
-            if not (done.exists() and stamp.exists() and json.loads(stamp.read_text()) == asdict(cfg)):
-                print(f"{name}: not done yet; the doc is written once it is")
-                continue
-        r[name] = run(name, module, cfg, out, tokenizer)
+    r["_shared"] = " ".join(shared)
+    r["_commands"] = {name: f"unmask train {cls.name} {' '.join(overrides)} --out {out / name}"
+                      for name, cls, overrides in plan}
+    for name, cls, overrides in plan:
+        recipe = cls().with_overrides(overrides + shared)
+        if only and name not in only and read_back(name, recipe, out) is None:
+            print(f"{name}: not done yet; the doc is written once it is")
+            continue
+        r[name] = run(name, recipe, out)
     if any(name not in r for name, _, _ in plan):
         return
-    code_runs.corpus(base, out / "mlm")  # the cached corpus for the probe
-    r["untrained"] = untrained_probe(base, code_runs.corpus(base, out / "mlm"))
+    r["untrained"] = untrained_probe(base, corpus)
     r["_infill_temperatures"] = infill_temperatures(out)
     bench = None
     bench_file = out / "mlm_vs_transformers.json"

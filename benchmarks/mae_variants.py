@@ -14,7 +14,6 @@ plain MAE run of the same seed (so those two get the teacher's budget on top of 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import time
@@ -22,55 +21,56 @@ from pathlib import Path
 
 import torch
 
-from unmask.recipes import mae_digits as recipe
-from unmask.train import Trainer
+from unmask.recipes.mae_digits import TEACHER_VARIANTS, MAEDigits, images
+from unmask.recipes.run import Run
 
-# name -> (paper, recipe overrides)
+# name -> (paper, dotted recipe settings)
 VARIANTS = {
-    "mae": ("MAE (baseline)", {}),
-    "mae-2x": ("MAE with twice the steps (a budget like teacher + student)", {"steps_factor": 2}),
-    "color-red": ("P26 ColorMAE, red", {"masker": "red"}),
-    "color-blue": ("P26 ColorMAE, blue", {"masker": "blue"}),
-    "color-green": ("P26 ColorMAE, green", {"masker": "green"}),
-    "color-purple": ("P26 ColorMAE, purple", {"masker": "purple"}),
-    "hpm": ("P3 HPM", {"variant": "hpm"}),
-    "lut": ("P1 LUT", {"variant": "lut"}),
-    "mr-mae": ("P5 MR-MAE (MAE teacher)", {"variant": "mr-mae"}),
-    "maskalign": ("P33 MaskAlign (MAE teacher)", {"variant": "maskalign"}),
-    "dmjd": ("P72 DMJD", {"variant": "dmjd"}),
-    "mfm": ("P43 MFM", {"variant": "mfm"}),
-    "selective": ("P64 SelectiveMAE", {"variant": "selective"}),
-    "umd": ("P13 UMD", {"variant": "umd"}),
-    "replace": ("replace-mode MAE (MTO's baseline)", {"variant": "replace"}),
-    "mto": ("P4 MTO (recalibration only)", {"variant": "mto"}),
+    "mae": ("MAE (baseline)", []),
+    "mae-2x": ("MAE with twice the steps (a budget like teacher + student)", []),
+    "color-red": ("P26 ColorMAE, red", ["objective.masker=red"]),
+    "color-blue": ("P26 ColorMAE, blue", ["objective.masker=blue"]),
+    "color-green": ("P26 ColorMAE, green", ["objective.masker=green"]),
+    "color-purple": ("P26 ColorMAE, purple", ["objective.masker=purple"]),
+    "hpm": ("P3 HPM", ["objective.variant=hpm"]),
+    "lut": ("P1 LUT", ["objective.variant=lut"]),
+    "mr-mae": ("P5 MR-MAE (MAE teacher)", ["objective.variant=mr-mae"]),
+    "maskalign": ("P33 MaskAlign (MAE teacher)", ["objective.variant=maskalign"]),
+    "dmjd": ("P72 DMJD", ["objective.variant=dmjd"]),
+    "mfm": ("P43 MFM", ["objective.variant=mfm"]),
+    "selective": ("P64 SelectiveMAE", ["objective.variant=selective"]),
+    "umd": ("P13 UMD", ["objective.variant=umd"]),
+    "replace": ("replace-mode MAE (MTO's baseline)", ["objective.variant=replace"]),
+    "mto": ("P4 MTO (recalibration only)", ["objective.variant=mto"]),
 }
+STEPS_FACTOR = {"mae-2x": 2}
+
+
+def recipe_for(name: str, seed: int, args, *more: str) -> MAEDigits:
+    """The recipe of variant `name` at the benchmark's budget; only the plain MAE probes the baselines."""
+    return MAEDigits().with_overrides([
+        f"train.steps={args.steps * STEPS_FACTOR.get(name, 1)}", f"train.lr={args.lr}", "train.warmup=50",
+        f"train.seed={seed}", "train.checkpoint_every=0", f"model.dim={args.dim}", f"model.depth={args.depth}",
+        "model.heads=4", "eval.probe_draws=5", f"eval.baselines={name == 'mae'}", *VARIANTS[name][1], *more])
 
 
 def run_one(name: str, seed: int, args, runs: Path) -> dict:
-    run_dir = runs / f"{name}-s{seed}"
-    done = run_dir / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    overrides = dict(VARIANTS[name][1])
-    steps = args.steps * overrides.pop("steps_factor", 1)
-    base = recipe.Config(steps=steps, dim=args.dim, depth=args.depth, heads=4, seed=seed, warmup=50,
-                         lr=args.lr, checkpoint_every=0, probe_draws=5)
-    cfg = dataclasses.replace(base, **overrides)
-    teacher = None
-    if cfg.variant in recipe.TEACHER_VARIANTS:
+    run = Run(runs / f"{name}-s{seed}", progress=False)
+    if run.has("result.json"):
+        return run.read_json("result.json")
+    recipe = recipe_for(name, seed, args)
+    if recipe.settings.objective.variant in TEACHER_VARIANTS:
         run_one("mae", seed, args, runs)  # the teacher: plain MAE of the same seed
-        cfg = dataclasses.replace(cfg, teacher_run=str(runs / f"mae-s{seed}"))
-        teacher = recipe.teacher_encoder(cfg, run_dir, progress=False)
-    objective = recipe.build(cfg, teacher)
-    trainer = Trainer(objective, {"images": recipe.images("train")}, cfg.train_config(), run_dir,
-                      recipe.run_config(cfg), progress=False)
+        recipe = recipe_for(name, seed, args, f"objective.teacher_run={runs / f'mae-s{seed}'}")
+    data = recipe.training_data(run)
+    objective = recipe.objective()
+    recipe.prepare(run, objective, data)
     t0 = time.perf_counter()
-    trainer.fit()
-    ms_step = (time.perf_counter() - t0) * 1000 / cfg.steps
-    objective.load_state_dict(trainer.eval_state_dict())
-    metrics = recipe.evaluate(cfg, objective, run_dir, baselines=name == "mae")
+    recipe.fit(run, objective, data)
+    ms_step = (time.perf_counter() - t0) * 1000 / recipe.settings.train.steps
+    metrics = recipe.evaluate(run, objective)
     result = {"name": name, "seed": seed, "ms_per_step": ms_step, **metrics}
-    done.write_text(json.dumps(result, indent=1))
+    run.file("result.json").write_text(json.dumps(result, indent=1))
     print(f"{name:13s} seed {seed}: 10-shot linear {metrics['mae_linear_few']:.3f}  "
           f"all-label linear {metrics['mae_linear']:.3f}  {ms_step:.0f} ms/step", flush=True)
     return result
@@ -80,13 +80,11 @@ def step_costs(names: list[str], args, rounds: int = 12, warmup: int = 2) -> dic
     """Median CPU ms of one training step (forward, backward, AdamW) of each variant, run in turn,
     one step each per round, in this one-thread process: a cost ratio that other programs on the
     machine do not distort."""
-    batch = recipe.images("train")[:128]
+    batch = images("train")[:128]
     steps = {}
     for name in names:
-        overrides = {k: v for k, v in VARIANTS[name][1].items() if k != "steps_factor"}
-        cfg = dataclasses.replace(recipe.Config(steps=args.steps, dim=args.dim, depth=args.depth, heads=4),
-                                  **overrides)
-        objective = recipe.build(cfg)  # teacher variants get an untrained teacher: the same cost
+        # teacher variants get an untrained teacher: the same cost
+        objective = recipe_for(name, 0, args).objective()
         opt = torch.optim.AdamW([p for p in objective.parameters() if p.requires_grad], lr=1e-4)
         steps[name] = (objective, opt, torch.Generator().manual_seed(0))
     times = {n: [] for n in names}

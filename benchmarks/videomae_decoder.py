@@ -24,7 +24,7 @@ from torch.utils import flop_counter
 
 from unmask.data.video import moving_digits
 from unmask.objectives.videomae import VideoMaskedAutoencoding
-from unmask.recipes import videomae_digits as recipe
+from unmask.recipes.videomae_digits import VideoMAEDigits
 
 aten = torch.ops.aten
 
@@ -76,9 +76,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=15)
     args = p.parse_args()
     torch.set_num_threads(1)
-    cfg = recipe.Config()
-    plain = recipe.build(cfg)
-    dual = recipe.build(recipe.Config(variant="v2"))
+    recipe = VideoMAEDigits()
+    plain = recipe.objective()
+    dual = recipe.with_overrides(["objective.variant=v2"]).objective()
     dual.load_state_dict(plain.state_dict())  # the same weights: only the decoded places differ
     videos = moving_digits("train", seed=0).videos[: args.batch]
     mask = plain.draw_mask(args.batch, torch.Generator().manual_seed(0))
@@ -98,8 +98,9 @@ def main() -> None:
     step = median_ms({"videomae": lambda: whole_step(plain, videos, mask, torch.Generator().manual_seed(2)),
                       "v2": lambda: whole_step(dual, videos, mask, torch.Generator().manual_seed(2))}, args.repeats)
 
-    print(f"videomae-digits decoder, batch {args.batch}, tube mask {cfg.ratio} ({encoded.index.keep} visible of "
-          f"{mask.shape[1]}), V2 running cell {cfg.decoder_ratio}; torch {torch.__version__}, 1 thread, "
+    o = recipe.settings.objective
+    print(f"videomae-digits decoder, batch {args.batch}, tube mask {o.ratio} ({encoded.index.keep} visible of "
+          f"{mask.shape[1]}), V2 running cell {o.decoder_ratio}; torch {torch.__version__}, 1 thread, "
           f"median of {args.repeats}")
     print(f"{'':34}{'videomae':>12}{'v2':>12}{'v2 / videomae':>16}")
     rows = [("decoder tokens per clip", tokens, "{:.0f}"),

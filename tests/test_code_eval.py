@@ -1,5 +1,5 @@
 """Code evaluation: infilling cases splice back exactly, an oracle fills every file so it parses,
-the CM3 prompt, the probe labels, and the recipes' configs."""
+the CM3 prompt, the probe labels, and the recipes' settings."""
 
 import shutil
 
@@ -103,19 +103,26 @@ def test_probe_labels_are_packages_present_in_both_splits(corpus):
     assert "" not in names  # top-level modules have no package
 
 
-def test_recipe_configs_build_and_round_trip():
-    from unmask.config import apply_overrides
+def test_recipe_settings_build_and_round_trip_through_the_run_config():
     from unmask.errors import UnmaskError
-    from unmask.recipes import RECIPES
+    from unmask.recipes.ar_code import ArCode
+    from unmask.recipes.electra_code import ElectraCode
+    from unmask.recipes.mdlm_code import MdlmCode
+    from unmask.recipes.mlm_code import MlmCode
 
-    for name in ("mlm-code", "electra-code", "mdlm-code", "ar-code"):
-        recipe = RECIPES[name]
-        cfg = apply_overrides(recipe.Config(), ["dim=16", "depth=1", "heads=2", "vocab_size=300", "length=16"])
-        objective = recipe.build(cfg)
-        assert recipe.run_config(cfg)["model"] == cfg.model_config().to_dict()
-        again = recipe.build(recipe.Config(**recipe.run_config(cfg)["config"]))
+    for cls in (MlmCode, ElectraCode, MdlmCode, ArCode):
+        recipe = cls().with_overrides(["model.dim=16", "model.depth=1", "model.heads=2", "data.vocab_size=300",
+                                       "data.length=16"])
+        objective = recipe.objective()
+        config = recipe.run_config()
+        assert config["model"] == recipe.model_dict() and config["model"]["vocab_size"] == 300
+        again = cls(cls.settings_from(config, "run")).objective()
         again.load_state_dict(objective.state_dict())  # the same parameters, as load_run needs
-        with pytest.raises(UnmaskError, match="steps"):
-            apply_overrides(recipe.Config(), ["steps=0"])
-    with pytest.raises(UnmaskError, match="masker"):
-        apply_overrides(RECIPES["mlm-code"].Config(), ["masker=words"])
+        assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), objective.state_dict().values(),
+                                                     strict=True))  # and the same seeded initial weights
+        with pytest.raises(UnmaskError, match="train.steps"):
+            cls().with_overrides(["train.steps=0"])
+    with pytest.raises(UnmaskError, match="objective.masker"):
+        MlmCode().with_overrides(["objective.masker=words"])
+    emd = MlmCode().with_overrides(["model.emd=true", "model.emd_layers=3"])
+    assert emd.model_dict()["emd_layers"] == 3 and "emd_layers" not in MlmCode().model_dict()

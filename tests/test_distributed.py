@@ -30,7 +30,8 @@ from unmask.train.checkpoint import latest_checkpoint
 from unmask.train.distributed import micro_batches
 from unmask.train.trainer import step_generator
 
-TINY = ["steps=4", "warmup=2", "dim=16", "depth=1", "heads=2", "batch_size=16", "n_samples=10", "sampler_steps=1"]
+TINY = ["train.steps=4", "train.warmup=2", "model.dim=16", "model.depth=1", "model.heads=2", "train.batch_size=16",
+        "eval.n_samples=10", "sampler.steps=1"]
 TOLERANCE = 1e-6
 
 
@@ -62,22 +63,21 @@ def assert_same_training(ckpt, reference, start):
 
 @pytest.mark.dist
 def test_torchrun_two_processes_equal_one_with_twice_the_batch(tmp_path):
-    from unmask.config import apply_overrides
-    from unmask.recipes import digits
+    from unmask.data import digits
+    from unmask.recipes import get
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "unmask", "train", "digits", "--out", str(tmp_path / "two"), "--no-progress", *TINY]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""})
     # meanwhile, the reference in this process: batch 16 as two micro-batches of 8, seeded as the CLI seeds
-    cfg = apply_overrides(digits.Config(), TINY)
-    torch.manual_seed(cfg.seed)
-    objective = digits.build(cfg)
+    recipe = get("digits")().with_overrides(TINY)
+    objective = recipe.objective()
     start = {k: v.clone() for k, v in objective.state_dict().items()}
-    train_cfg = dataclasses.replace(cfg.train_config(), micro_batch=8)
+    train_cfg = dataclasses.replace(recipe.settings.train, micro_batch=8)
     with one_thread():
-        Trainer(objective, {"tokens": digits.digits.load("train").tokens}, train_cfg, tmp_path / "one",
-                digits.run_config(cfg), progress=False).fit()
+        Trainer(objective, {"tokens": digits.load("train").tokens}, train_cfg, tmp_path / "one",
+                recipe.run_config(), progress=False).fit()
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
     assert out.count("wrote ") == 1 and out.count("label_accuracy") == 1  # rank 0 alone evaluates and talks

@@ -9,30 +9,27 @@ of another model.
 """
 
 import contextlib
-import dataclasses
 import io
 import json
 import random
 import string
-import typing
 
 import pytest
 
+from conftest import TINY as TINY_ARGS
 from unmask.cli import main
-from unmask.recipes import digits
-from unmask.train import TrainConfig, Trainer, save_checkpoint
+from unmask.config import leaves
+from unmask.recipes import get
+from unmask.train import Trainer, save_checkpoint
 
 CASES = 320
-TINY = {"steps": "3", "dim": "16", "depth": "1", "heads": "2", "batch_size": "16", "n_samples": "10",
-        "sampler_steps": "1"}
+TINY = dict(item.split("=") for item in TINY_ARGS["digits"])
+DIGITS = get("digits")
 
 
 def fields():
-    """Every key `train digits` takes: the recipe's, then the trainer's it does not have."""
-    own = {f.name for f in dataclasses.fields(digits.Config)}
-    out = [(f, typing.get_type_hints(digits.Config)[f.name]) for f in dataclasses.fields(digits.Config)]
-    hints = typing.get_type_hints(TrainConfig)
-    return out + [(f, hints[f.name]) for f in dataclasses.fields(TrainConfig) if f.name not in own]
+    """(dotted key, field, type) of every setting `train digits` takes, in every section."""
+    return leaves(DIGITS().settings)
 
 
 def bad_value(rng: random.Random, f, kind) -> str:
@@ -82,16 +79,16 @@ def misspell(rng: random.Random, key: str, known: set[str]) -> str:
 def runs(tmp_path_factory):
     """Run folders to point eval and sample at: whole, corrupted, empty, of another recipe..."""
     root = tmp_path_factory.mktemp("runs")
-    cfg = digits.Config(**{k: int(v) for k, v in TINY.items()})
-    weights = digits.build(cfg).state_dict()
+    recipe = DIGITS().with_overrides(TINY_ARGS["digits"])
+    weights = recipe.objective().state_dict()
     made = {}
     for name in ["good", "corrupt", "other_recipe", "other_model", "bad_state", "no_model"]:
-        config = digits.run_config(cfg)
+        config = recipe.run_config()
         tensors = {"model": weights}
         if name == "other_recipe":
             config = {**config, "recipe": "poems"}
         if name == "other_model":
-            tensors = {"model": digits.build(dataclasses.replace(cfg, dim=24, heads=2)).state_dict()}
+            tensors = {"model": recipe.with_overrides(["model.dim=24"]).objective().state_dict()}
         ckpt = save_checkpoint(root / name, 3, tensors, config, {})
         if name == "corrupt":
             raw = bytearray((ckpt / "model.safetensors").read_bytes())
@@ -110,7 +107,7 @@ def runs(tmp_path_factory):
 
 def invocation(rng: random.Random, runs, keys):
     """(argv, a text the error line must contain)."""
-    known = {f.name for f, _ in keys}
+    known = {key for key, _, _ in keys}
     valid = [f"{k}={v}" for k, v in TINY.items()]
     kind = rng.choice(["recipe", "key", "value", "value", "value", "malformed", "flag", "fit", "run",
                        "eval_value", "sample_n", "command", "out_file", "micro"])
@@ -124,14 +121,14 @@ def invocation(rng: random.Random, runs, keys):
         return rng.choice([[], ["trian"], ["recipes", "extra"], ["train"], ["eval"], ["sample"],
                            ["--bogus"], ["train", "digits", "--out"]]), ""
     if kind == "key":
-        f, _ = rng.choice(keys)
-        bad = f"{misspell(rng, f.name, known)}={rng.choice(['1', 'x', '0.5'])}"
+        key, _, _ = rng.choice(keys)
+        bad = f"{misspell(rng, key, known)}={rng.choice(['1', 'x', '0.5'])}"
         needle = "unknown key"
     elif kind == "value":
-        f, typ = rng.choice(keys)
-        bad, needle = f"{f.name}={bad_value(rng, f, typ)}", f"{f.name}="
+        key, f, typ = rng.choice(keys)
+        bad, needle = f"{key}={bad_value(rng, f, typ)}", f"{key}="
     elif kind == "malformed":
-        bad = rng.choice(["steps", "=5", "=", "lr", "dim:16", " =1"])
+        bad = rng.choice(["train.steps", "=5", "=", "train.lr", "model.dim:16", " =1"])
         needle = "key=value" if "=" not in bad or bad.strip().startswith("=") else ""
     elif kind == "flag":
         bad = rng.choice(["--", "-"]) + "".join(rng.choices(string.ascii_lowercase, k=rng.randint(1, 8)))
@@ -139,13 +136,13 @@ def invocation(rng: random.Random, runs, keys):
     elif kind == "fit":
         heads = rng.randint(2, 7)
         dim = rng.choice([d for d in range(8, 200) if d % heads])
-        bad, overrides = f"dim={dim}", [o for o in overrides if not o.startswith(("dim=", "heads="))]
-        overrides.append(f"heads={heads}")
+        bad, overrides = f"model.dim={dim}", [o for o in overrides if not o.startswith(("model.dim=", "model.heads="))]
+        overrides.append(f"model.heads={heads}")
         needle = "divisible"
     elif kind == "out_file":
         return ["train", "digits", "--out", str(runs["file"]), *valid], "is a file"
     elif kind == "micro":
-        return ["train", "digits", *valid, f"micro_batch={rng.choice([3, 5, 6, 7, 32])}"], "micro_batch"
+        return ["train", "digits", *valid, f"train.micro_batch={rng.choice([3, 5, 6, 7, 32])}"], "micro_batch"
     elif kind == "run":
         which = rng.choice(["corrupt", "other_recipe", "other_model", "bad_state", "no_model", "empty", "file",
                             "missing"])
@@ -154,13 +151,13 @@ def invocation(rng: random.Random, runs, keys):
                   "missing": "does not exist"}[which]
         return [rng.choice(["eval", "sample"]), str(runs[which])], needle
     elif kind == "eval_value":
-        f = rng.choice([f for f in dataclasses.fields(digits.Config)])
-        typ = typing.get_type_hints(digits.Config)[f.name]
-        bad = f"{f.name}={bad_value(rng, f, typ)}"
-        return [rng.choice(["eval", "sample"]), str(runs["good"]), bad], f"{f.name}="
+        key, f, typ = rng.choice(keys)
+        bad = f"{key}={bad_value(rng, f, typ)}"
+        return [rng.choice(["eval", "sample"]), str(runs["good"]), bad], key
     else:  # sample_n
         n = rng.choice(["0", "-1", "-100", "x", "1.5", ""])
         return ["sample", str(runs["good"]), "--n", n], "--n" if n in ("0", "-1", "-100") else "argument --n"
+    overrides = [o for o in overrides if o.split("=")[0] != bad.split("=")[0]]  # the last of a key wins
     overrides.insert(rng.randint(0, len(overrides)), bad)
     return ["train", "digits", *overrides], needle
 

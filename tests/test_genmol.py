@@ -1,6 +1,7 @@
 """GenMol's design tasks on SAFE tokens: the sampler commits one token per step, generated rows
 decode to molecules or count as invalid, given fragments never change, fragment remasking edits one
-fragment only; and the recipe end to end (slow)."""
+fragment only; and the recipe end to end on every 24th bundled molecule: train | eval | sample,
+the run's vocabulary checked, the AR baseline loaded as its own role, a wrong setting refused."""
 
 import json
 
@@ -151,17 +152,126 @@ def test_lead_optimisation_keeps_similarity_and_never_lowers_qed(corpus, tiny):
         assert t["qed_final"] == pytest.approx(metrics.qed(t["final"]))
 
 
-@pytest.mark.slow
-def test_genmol_recipe_trains_evaluates_and_samples(tmp_path):
+TINY = ["train.steps=3", "train.batch_size=8", "train.warmup=1", "model.dim=16", "model.depth=1", "model.heads=2",
+        "data.subsample=24", "eval.n_samples=8", "eval.fragment_cases=4", "eval.lead_starts=1", "eval.lead_rounds=1",
+        "eval.lead_proposals=2"]
+
+
+@pytest.fixture(scope="module")
+def genmol_run(tmp_path_factory):
     from unmask.cli import main
 
-    run = tmp_path / "genmol"
-    tiny = ["steps=3", "batch_size=8", "dim=16", "depth=1", "heads=2", "n_samples=16", "fragment_cases=8",
-            "lead_starts=2", "lead_rounds=1", "lead_proposals=2", "--no-progress"]
-    assert main(["train", "genmol", "--out", str(run), *tiny]) == 0
+    run = tmp_path_factory.mktemp("genmol") / "run"
+    assert main(["train", "genmol", "--out", str(run), *TINY, "--no-progress"]) == 0
+    return run
+
+
+def test_genmol_recipe_trains_evaluates_and_samples(genmol_run, tmp_path, capsys):
+    from unmask.cli import main
+
+    run = genmol_run
     m = json.loads((run / "metrics.json").read_text())
     assert m["fragment_given_unchanged"] == 1.0 and 0 <= m["genmol_validity"] <= 1 and 0 <= m["ar_validity"] <= 1
+    assert m["fragment_cases"] == 4 and m["lead_starts"] == 1
     assert (run / "ar" / "checkpoints").is_dir() and (run / "vocab.json").is_file()
-    assert main(["eval", str(run), "n_samples=8", "fragment_cases=4", "lead_starts=1", "lead_rounds=1"]) == 0
-    assert main(["sample", str(run), "--n", "3", "--out", str(run / "s.tsv")]) == 0
-    assert len((run / "s.tsv").read_text().splitlines()) == 3
+    for name in ("denovo_genmol.tsv", "denovo_ar.tsv"):
+        assert len((run / name).read_text().splitlines()) == 8
+    assert len(json.loads((run / "lead.json").read_text())) == 1
+    report = (run / "report.md").read_text()
+    assert "| validity | " in report and "(ar_validity) | higher |" in report and "(ar_mean_sa) | lower |" in report
+    assert main(["eval", str(run), "eval.n_samples=6", "sampler.temperature=0.5", "eval.lead_rounds=1"]) == 0
+    assert len((run / "denovo_ar.tsv").read_text().splitlines()) == 6
+    out = tmp_path / "elsewhere" / "s.txt"  # nothing is looked up beside `out`; the suffix is the recipe's
+    capsys.readouterr()
+    assert main(["sample", str(run), "--n", "4", "--out", str(out)]) == 0
+    assert capsys.readouterr().out == f"wrote {out.with_suffix('.tsv')}\n"
+    lines = out.with_suffix(".tsv").read_text().splitlines()
+    assert len(lines) == 4 and all(len(line.split("\t")) == 2 for line in lines)
+
+
+def test_sample_reads_the_runs_vocabulary(genmol_run, tmp_path, capsys):
+    import shutil
+
+    from unmask.cli import main
+
+    run = tmp_path / "copy"
+    shutil.copytree(genmol_run, run)
+    vocab = json.loads((run / "vocab.json").read_text())
+    (run / "vocab.json").write_text(json.dumps(vocab[:-1] + ["Xx"]))
+    for command in (["sample", str(run), "--n", "2"], ["eval", str(run)]):
+        capsys.readouterr()
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "vocab.json differs from the vocabulary built now" in err
+    (run / "vocab.json").unlink()
+    assert main(["sample", str(run), "--n", "2"]) == 2
+    assert "vocab.json is missing" in capsys.readouterr().err
+
+
+def test_the_ar_baseline_loads_as_its_own_role_and_never_as_genmol(genmol_run):
+    from unmask.errors import UnmaskError
+    from unmask.objectives import MaskedDiffusion, NextTokenPrediction
+    from unmask.recipes import Run, load_run
+    from unmask.recipes.genmol import GenMol
+    from unmask.train.checkpoint import find_checkpoint, load_checkpoint
+
+    recipe, objective, run = load_run(genmol_run, progress=False)
+    assert isinstance(recipe, GenMol) and isinstance(objective, MaskedDiffusion)
+    assert not isinstance(objective.model, CausalTokenModel)
+    baseline = recipe.load(run.sub("ar"), role="ar")
+    assert isinstance(baseline, NextTokenPrediction) and isinstance(baseline.model, CausalTokenModel)
+    tensors, _, _ = load_checkpoint(find_checkpoint(genmol_run / "ar"))
+    assert torch.equal(baseline.state_dict()["model.head.proj.weight"], tensors["model"]["model.head.proj.weight"])
+    with pytest.raises(UnmaskError, match=r"holds 'genmol' \(ar\), not 'genmol' \(main\)"):
+        recipe.load(Run(genmol_run / "ar"))
+    with pytest.raises(UnmaskError, match=r"holds 'genmol' \(main\), not 'genmol' \(ar\)"):
+        recipe.load(run, role="ar")
+    ckpt = find_checkpoint(genmol_run)
+    tensors, config, _ = load_checkpoint(ckpt)
+    older = recipe.restore(ckpt, tensors, {**config, "role": "genmol"})  # runs written before roles had names
+    assert isinstance(older, MaskedDiffusion)
+
+
+def test_the_flat_settings_of_an_older_run_are_upgraded_to_sections():
+    from pathlib import Path
+
+    from unmask.recipes.genmol import GenMol
+
+    old = {"steps": 7, "batch_size": 4, "lr": 2e-3, "warmup": 1, "seed": 3, "length": 48, "vocab_size": 40,
+           "dim": 16, "depth": 1, "heads": 2, "n_samples": 9, "temperature": 0.5, "randomness": 0.6,
+           "ar_temperature": 0.7, "fragment_cases": 5, "fragment_temperature": 1.2, "fragment_randomness": 2.0,
+           "lead_starts": 4, "lead_rounds": 2, "lead_proposals": 3, "lead_similarity": 0.5, "checkpoint_every": 6}
+    with pytest.warns(UserWarning, match="upgraded to sections"):
+        s = GenMol.settings_from({"recipe": "genmol", "config": old, "role": "genmol"}, Path("old"))
+    assert (s.train.steps, s.train.seed, s.train.checkpoint_every, s.model.heads) == (7, 3, 6, 2)
+    assert (s.data.length, s.data.vocab_size, s.data.subsample) == (48, 40, 1)
+    assert (s.sampler.temperature, s.sampler.randomness, s.sampler.ar_temperature) == (0.5, 0.6, 0.7)
+    assert (s.sampler.fragment_temperature, s.sampler.fragment_randomness) == (1.2, 2.0)
+    assert (s.eval.n_samples, s.eval.fragment_cases, s.eval.lead_starts, s.eval.lead_rounds,
+            s.eval.lead_proposals, s.eval.lead_similarity) == (9, 5, 4, 2, 3, 0.5)
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("train.step=5", "unknown key 'train.step'; did you mean 'train.steps'?"),
+    ("train.batch_size=0", "train.batch_size=0 is out of range"),
+    ("train.warmup=1.5", "train.warmup='1.5' is not an integer"),
+    ("model.heads=x", "model.heads='x' is not an integer"),
+    ("model.dim=4", "model.dim=4 is out of range; model.dim must be >= 8"),
+    ("model.layers=2", "unknown key 'model.layers'"),
+    ("data.vocab=64", "unknown key 'data.vocab'; did you mean 'data.vocab_size'?"),
+    ("data.length=4", "data.length=4 is out of range; data.length must be >= 8"),
+    ("data.subsample=half", "data.subsample='half' is not an integer"),
+    ("sampler.randomnes=1", "unknown key 'sampler.randomnes'; did you mean 'sampler.randomness'?"),
+    ("sampler.temperature=-1", "sampler.temperature=-1.0 is out of range"),
+    ("sampler.ar_temperature=hot", "sampler.ar_temperature='hot' is not a number"),
+    ("eval.n_sample=8", "unknown key 'eval.n_sample'; did you mean 'eval.n_samples'?"),
+    ("eval.lead_similarity=2", "eval.lead_similarity=2.0 is out of range; eval.lead_similarity must be in [0.0, 1.0]"),
+    ("eval.fragment_cases=x", "eval.fragment_cases='x' is not an integer"),
+    ("temperature=0.5", "unknown key 'temperature'; did you mean 'sampler.temperature'?"),
+])
+def test_a_wrong_setting_in_any_section_is_one_line_and_exit_2(override, needle, capsys):
+    from unmask.cli import main
+
+    assert main(["train", "genmol", override]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("unmask: error: ") and needle in err

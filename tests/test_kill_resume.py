@@ -20,9 +20,9 @@ from safetensors.torch import load_file
 from unmask.train.checkpoint import latest_checkpoint, list_checkpoints, newest_whole
 
 STEPS = 30
-ARGS = [sys.executable, "-m", "unmask", "train", "digits", "--no-progress", f"steps={STEPS}", "warmup=5",
-        "dim=16", "depth=1", "heads=2", "batch_size=16", "n_samples=10", "sampler_steps=1",
-        "checkpoint_every=1", "keep=2", "log_every=1"]
+ARGS = [sys.executable, "-m", "unmask", "train", "digits", "--no-progress", f"train.steps={STEPS}", "train.warmup=5",
+        "model.dim=16", "model.depth=1", "model.heads=2", "train.batch_size=16", "eval.n_samples=10",
+        "sampler.steps=1", "train.checkpoint_every=1", "train.keep=2", "train.log_every=1"]
 
 
 def newest_step(run) -> int:

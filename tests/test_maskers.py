@@ -18,6 +18,7 @@ from unmask.masking import (
     FrequencyMask,
     HardPatchMask,
     MeapMask,
+    MixtureMask,
     NGramMask,
     RandomMask,
     RunningCellMask,
@@ -82,10 +83,12 @@ CASES = [
     (TwinMask(("pixels",)), GRID, "pixels", lambda r: round(r * 64), first_view),
     (RunningCellMask(("video",)), VIDEO, "video", lambda r: 4 * 4 * round(4 * r), None),  # rounded per 2x2 cell
     (TrackMask(), STREAMS, "voices", lambda r: round(r * 64), all_voices),
+    (MixtureMask(("pixels",), (RandomMask(("pixels",)), BlockMask(("pixels",)))), GRID, "pixels",
+     lambda r: round(r * 64), None),
 ]
 IDS = ["random-seq", "random-grid", "block-grid", "block-streams", "span-seq", "span-streams", "tube",
        "color-red", "color-blue", "color-green", "color-purple", "frequency", "meap", "whole-word", "ngram",
-       "entity", "hard-patch", "selective", "disjoint", "twin", "running-cell", "tracks"]
+       "entity", "hard-patch", "selective", "disjoint", "twin", "running-cell", "tracks", "mixture"]
 
 
 @pytest.mark.parametrize("masker,layout,segment,expected,context", CASES, ids=IDS)
@@ -193,3 +196,19 @@ def test_hide_top_picks_highest_scores():
     scores = torch.tensor([[0.1, 0.9, 0.5, 0.7], [4.0, 3.0, 2.0, 1.0]])
     mask = hide_top(scores, torch.tensor([2, 1]))
     assert mask.tolist() == [[False, True, False, True], [True, False, False, False]]
+
+
+def test_mixture_mask_draws_rows_by_weight_and_each_component_keeps_to_its_segments():
+    """A row is one component's mask, drawn with its weight; a pixels-only block row hides no label."""
+    g = torch.Generator().manual_seed(0)
+    mixture = MixtureMask(maskers=(RandomMask(), BlockMask(("pixels",), min_area=4)), weights=(0.25, 0.75))
+    ratio = torch.full((4000, 2), 0.5, dtype=torch.float64)
+    ratio[:, 0] = 1.0  # a random row hides its label; a block row never does
+    mask = mixture(GRID, 4000, ratio=ratio, generator=g)
+    random_rows = mask[:, 0]
+    assert random_rows.double().mean().item() == pytest.approx(0.25, abs=0.02)  # 3.2 standard errors
+    assert (mask[:, 1:].sum(1) == 32).all()
+    with pytest.raises(ValueError, match="weights"):
+        MixtureMask(maskers=(RandomMask(),), weights=(1.0, 2.0))
+    with pytest.raises(ValueError, match="at least one"):
+        MixtureMask()

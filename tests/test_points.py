@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from unmask.config import apply_overrides
+from unmask.cli import main
 from unmask.data import points as shapes
 from unmask.errors import UnmaskError
 from unmask.layout import Layout
@@ -20,7 +20,9 @@ from unmask.nn.point_tokenizer import PointTokenizer, kmeans
 from unmask.objectives.point_bert import PointBERT
 from unmask.objectives.point_cmae import PointCMAE, co_hidden_contrast, place
 from unmask.objectives.point_mae import PointMAE
-from unmask.recipes import get, load_run, pointmae_shapes
+from unmask.recipes import get, load_run
+from unmask.recipes.pointmae_shapes import PointMAEShapes
+from unmask.recipes.run import Run
 
 
 def gen(seed=0):
@@ -245,38 +247,79 @@ def test_point_cmae_shares_what_its_twin_mask_says():
 
 
 # recipe ------------------------------------------------------------------------------------------
-TINY = ["steps=2", "warmup=1", "dim=16", "depth=1", "heads=2", "decoder_dim=8", "decoder_depth=1", "probe_draws=1",
-        "batch_size=8", "train_per_class=10", "test_per_class=2", "points=96", "groups=8", "group_size=8", "codes=8",
-        "pointnet_width=4"]
+TINY = ["train.steps=2", "train.warmup=1", "train.batch_size=8", "model.dim=16", "model.depth=1", "model.heads=2",
+        "model.decoder_dim=8", "model.decoder_depth=1", "model.pointnet_width=4", "eval.probe_draws=1",
+        "data.train_per_class=10", "data.test_per_class=2", "data.points=96", "data.groups=8", "data.group_size=8",
+        "objective.codes=8"]
 
 
 def test_recipe_is_registered_with_typed_settings():
-    recipe = get("pointmae-shapes")
-    assert recipe is pointmae_shapes
-    with pytest.raises(UnmaskError, match="variant"):
-        apply_overrides(recipe.Config(), ["variant=pointnet"])
+    assert get("pointmae-shapes") is PointMAEShapes
+    with pytest.raises(UnmaskError, match="objective.variant='pointnet' is not allowed"):
+        PointMAEShapes().with_overrides(["objective.variant=pointnet"])
+    with pytest.raises(UnmaskError, match="data.groups=8 and data.group_size=200 must not exceed data.points=96"):
+        PointMAEShapes().with_overrides(TINY + ["data.group_size=200"])
+    s = PointMAEShapes().settings  # the defaults of the recipe before sections
+    assert (s.train.steps, s.train.batch_size, s.train.lr, s.train.warmup) == (1000, 32, 1e-3, 50)
+    assert (s.data.points, s.data.groups, s.data.group_size, s.data.train_per_class, s.data.test_per_class) == \
+        (1024, 32, 32, 250, 100)
+    assert (s.objective.ratio, s.objective.codes, s.model.pointnet_width, s.eval.probe_draws) == (0.6, 64, 16, 5)
 
 
 @pytest.mark.parametrize("variant", ["pointmae", "pointbert", "pointcmae"])
 def test_recipe_trains_evaluates_and_reloads(variant, tmp_path):
-    cfg = apply_overrides(pointmae_shapes.Config(), TINY + [f"variant={variant}"])
-    metrics = pointmae_shapes.train(cfg, tmp_path, progress=False)
+    recipe = PointMAEShapes().with_overrides(TINY + [f"objective.variant={variant}"])
+    metrics = recipe.train(Run(tmp_path, progress=False))
     for prefix in ("pretrained_", "random_init_"):
         assert 0.0 <= metrics[prefix + "linear_few"] <= 1.0
+    assert not any(k.startswith("pixels_") for k in metrics)  # no raw-input baseline for clouds
     assert json.loads((tmp_path / "metrics.json").read_text()) == pytest.approx(metrics)
-    _, cfg2, objective = load_run(Path(tmp_path))
-    assert cfg2 == cfg
+    loaded = load_run(Path(tmp_path))
+    assert loaded.recipe.settings == recipe.settings
     clouds = shapes.load("test", per_class=1, points=96)
-    assert objective.features(clouds.points).shape == (8, 8, 16)
+    assert loaded.objective.features(clouds.points).shape == (8, 8, 16)
     if variant == "pointbert":  # the codebook rides along in the checkpoint
-        assert bool(objective.tokenizer.fitted)
+        assert bool(loaded.objective.tokenizer.fitted)
+        with pytest.raises(UnmaskError, match="does not make them"):
+            recipe.sample(loaded.run, loaded.objective, 2, tmp_path / "recon.png")
     else:
-        pointmae_shapes.sample(cfg, objective, 2, tmp_path / "recon.png")
+        assert recipe.sample(loaded.run, loaded.objective, 2, tmp_path / "recon.png") == tmp_path / "recon.png"
         assert (tmp_path / "recon.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_recipe_command_line_trains_evaluates_and_samples(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "pointmae-shapes", *TINY, "--out", str(run), "--no-progress"]) == 0
+    for name in ("metrics.json", "report.md", "metrics.csv"):
+        assert (run / name).is_file(), name
+    report = (run / "report.md").read_text()
+    assert report.startswith("# pointmae-shapes: probes of frozen pointmae features")
+    assert "| pointmae, pretrained: linear, 10-shot |" in report and "raw pixels" not in report
+    assert main(["eval", str(run), "eval.probe_draws=2"]) == 0
+    assert "few_shot_gain_over_random_init: " in capsys.readouterr().out
+    assert main(["sample", str(run), "--n", "4", "--out", str(tmp_path / "x.png")]) == 0
+    assert (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["train.warmup=-1"], "train.warmup=-1 is out of range"),
+    (["model.pointnet_width=0"], "model.pointnet_width=0 is out of range; model.pointnet_width must be >= 1"),
+    (["model.dim=1.5"], "model.dim='1.5' is not an integer"),
+    (["data.points=8"], "data.points=8 is out of range; data.points must be >= 16"),
+    (["data.group=4"], "unknown key 'data.group'; did you mean 'data.groups'?"),
+    (["data.groups=64", "data.points=32"], "data.groups=64 and data.group_size=32 must not exceed data.points=32"),
+    (["objective.variant=pointnet"], "objective.variant='pointnet' is not allowed"),
+    (["objective.ratio=0.01"], "objective.ratio=0.01 is out of range; objective.ratio must be in [0.05, 0.95]"),
+    (["eval.probe_draws=many"], "eval.probe_draws='many' is not an integer"),
+])
+def test_recipe_bad_settings_are_one_line_and_exit_2(argv, needle, capsys):
+    assert main(["train", "pointmae-shapes", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err
 
 
 @pytest.mark.slow
 def test_point_mae_features_beat_random_init_by_five_points(tmp_path):
     torch.set_num_threads(1)
-    metrics = pointmae_shapes.train(pointmae_shapes.Config(), tmp_path, progress=False)
+    metrics = PointMAEShapes().train(Run(tmp_path, progress=False))
     assert metrics["pretrained_linear_few"] - metrics["random_init_linear_few"] >= 0.05

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unmask.config import apply_overrides
+from unmask.cli import main
 from unmask.data import digits
 from unmask.data.video import DIRECTIONS, bounce, moving_digits
 from unmask.errors import UnmaskError
@@ -19,7 +19,9 @@ from unmask.nn.visible import gather_tokens
 from unmask.objectives.cross_video import CrossVideoMAE, nt_xent
 from unmask.objectives.mae import patch_mse
 from unmask.objectives.videomae import VideoMaskedAutoencoding
-from unmask.recipes import get, load_run, videomae_digits
+from unmask.recipes import get, load_run
+from unmask.recipes.run import Run
+from unmask.recipes.videomae_digits import VideoMAEDigits
 
 VIDEO = Layout.video(4, 8, 8)  # the recipe's grid: 8 frames / 2, 32 px / 4
 TINY_CFG = dict(image_size=(4, 8, 8), channels=1, patch=2, tubelet=2, dim=16, depth=1, heads=2, decoder_dim=8,
@@ -105,7 +107,7 @@ def test_tubelet_round_trip():
     tubelets = patchify_video(v, 4, 2)
     assert tubelets.shape == (3, 256, 2 * 4 * 4 * 2)
     assert torch.equal(unpatchify_video(tubelets, 4, 2, 2, 8, 32, 32), v)
-    cfg = videomae_digits.Config().model_config()
+    cfg = VideoMAEDigits().model_config()
     x = torch.rand(2, 1, 8, 32, 32, generator=gen(1))
     assert cfg.grid == (4, 8, 8) and torch.equal(unpatchify_video(cfg.patchify(x), 4, 2, 1, 8, 32, 32), x)
     with pytest.raises(ValueError, match="tile"):
@@ -219,44 +221,93 @@ def test_cross_video_frame_is_an_image_through_the_same_encoder():
     grid_pos = obj.model.encoder.pos.view(2, 16, -1)
     assert torch.equal(pos[0], grid_pos[0]) and torch.equal(pos[1], grid_pos[1])  # frame 3 is in slice 1
     out = obj({"videos": torch.rand(6, 1, 4, 8, 8, generator=gen(14))}, gen(15))
-    assert out.loss.item() == pytest.approx(out.metrics["reconstruction"] + 0.1 * out.metrics["alignment"], rel=1e-5)
+    expected = out.metrics["reconstruction"] + 0.1 * out.metrics["alignment"]
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
     out.loss.backward()
     assert obj.projector[0].weight.grad.abs().sum() > 0
 
 
 # recipe -------------------------------------------------------------------------------------------
-TINY = ["steps=2", "warmup=1", "dim=16", "depth=1", "heads=2", "decoder_dim=8", "decoder_depth=1", "probe_draws=1",
-        "batch_size=8", "clips_per_digit=1"]
+TINY = ["train.steps=2", "train.warmup=1", "train.batch_size=8", "model.dim=16", "model.depth=1", "model.heads=2",
+        "model.decoder_dim=8", "model.decoder_depth=1", "eval.probe_draws=1", "data.clips_per_digit=1"]
 
 
 def test_recipe_registered_with_typed_settings():
-    assert get("videomae-digits") is videomae_digits
-    with pytest.raises(UnmaskError, match="variant"):
-        apply_overrides(videomae_digits.Config(), ["variant=v3"])
-    with pytest.raises(UnmaskError, match="decoder_ratio"):
-        apply_overrides(videomae_digits.Config(), ["decoder_ratio=0.9"])
-    assert isinstance(videomae_digits.build(videomae_digits.Config(variant="crossvideo")), CrossVideoMAE)
-    assert videomae_digits.build(videomae_digits.Config(variant="v2")).decoder_ratio == 0.5
+    assert get("videomae-digits") is VideoMAEDigits
+    with pytest.raises(UnmaskError, match="objective.variant='v3' is not allowed"):
+        VideoMAEDigits().with_overrides(["objective.variant=v3"])
+    with pytest.raises(UnmaskError, match="objective.decoder_ratio=0.9 is out of range"):
+        VideoMAEDigits().with_overrides(["objective.decoder_ratio=0.9"])
+    assert isinstance(VideoMAEDigits().with_overrides(["objective.variant=crossvideo"]).objective(), CrossVideoMAE)
+    assert VideoMAEDigits().with_overrides(["objective.variant=v2"]).objective().decoder_ratio == 0.5
+    s = VideoMAEDigits().settings  # the defaults of the recipe before sections
+    assert (s.train.steps, s.train.batch_size, s.train.lr, s.train.warmup) == (600, 64, 1.5e-3, 50)
+    assert (s.objective.ratio, s.objective.norm_pix, s.objective.cross_weight, s.data.clips_per_digit) == \
+        (0.9, False, 0.1, 2)
+
+
+def test_recipe_probes_both_tasks_and_declares_their_rows():
+    recipe = VideoMAEDigits().with_overrides(TINY)
+    train = recipe.probe_set("train")
+    assert train.inputs.shape == (1437, 1, 8, 32, 32) and set(train.labels) == {"digit", "direction"}
+    assert torch.equal(train.labels["digit"], digits.load("train").labels)
+    assert recipe.probe_set("train").inputs is train.inputs  # made once per process
+    assert recipe.probe_set("test").inputs.shape[0] == 360
+    report = recipe.report({})
+    assert [t.title for t in report.tables] == ["Task: which digit moves (10 classes)",
+                                                "Task: where it moves (8 directions)"]
+    keys = [m.key for m in report.tables[1].rows]
+    assert "pretrained_direction_linear_few" in keys and "pixels_direction_knn" in keys
+    assert keys[-1] == "direction_few_shot_gain_over_random_init"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["videomae", "v2", "crossvideo"])
 def test_recipe_trains_evaluates_and_reloads(variant, tmp_path):
-    cfg = apply_overrides(videomae_digits.Config(), TINY + [f"variant={variant}"])
-    metrics = videomae_digits.train(cfg, tmp_path, progress=False)
+    recipe = VideoMAEDigits().with_overrides(TINY + [f"objective.variant={variant}"])
+    metrics = recipe.train(Run(tmp_path, progress=False))
     for key in ("pretrained_digit_linear_few", "random_init_direction_linear_few", "pixels_digit_knn"):
         assert 0.0 <= metrics[key] <= 1.0
     assert json.loads((tmp_path / "metrics.json").read_text()) == pytest.approx(metrics)
-    _, cfg2, objective = load_run(tmp_path)
-    assert cfg2 == cfg
-    assert objective.features(torch.rand(2, 1, 8, 32, 32)).shape == (2, 256, 16)
-    videomae_digits.sample(cfg, objective, 2, tmp_path / "recon.png")
+    loaded = load_run(tmp_path)
+    assert loaded.recipe.settings == recipe.settings
+    assert loaded.objective.features(torch.rand(2, 1, 8, 32, 32)).shape == (2, 256, 16)
+    assert recipe.sample(loaded.run, loaded.objective, 2, tmp_path / "recon.x") == tmp_path / "recon.png"
     assert (tmp_path / "recon.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_recipe_command_line_trains_evaluates_and_samples(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "videomae-digits", *TINY, "eval.baselines=false", "--out", str(run), "--no-progress"]) == 0
+    for name in ("metrics.json", "report.md", "metrics.csv"):
+        assert (run / name).is_file(), name
+    assert "pretrained_direction_linear_few" in json.loads((run / "metrics.json").read_text())
+    assert main(["eval", str(run), "eval.probe_draws=2"]) == 0
+    assert "pretrained_direction_linear_few_std: " in capsys.readouterr().out
+    assert "## Task: where it moves (8 directions)" in (run / "report.md").read_text()
+    assert main(["sample", str(run), "--n", "4", "--out", str(tmp_path / "x.png")]) == 0
+    assert (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["train.batch_size=0"], "train.batch_size=0 is out of range"),
+    (["model.heads=two"], "model.heads='two' is not an integer"),
+    (["model.decoder_depth=0"], "model.decoder_depth=0 is out of range; model.decoder_depth must be >= 1"),
+    (["data.clips_per_digit=9"], "data.clips_per_digit=9 is out of range; data.clips_per_digit must be in [1, 8]"),
+    (["data.clip=2"], "unknown key 'data.clip'; did you mean 'data.clips_per_digit'?"),
+    (["objective.variant=v3"], "objective.variant='v3' is not allowed"),
+    (["objective.cross_weight=x"], "objective.cross_weight='x' is not a number"),
+    (["eval.baselines=2"], "eval.baselines='2' is not a boolean"),
+])
+def test_recipe_bad_settings_are_one_line_and_exit_2(argv, needle, capsys):
+    assert main(["train", "videomae-digits", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err
 
 
 @pytest.mark.slow
 def test_videomae_features_beat_random_init_by_five_points(tmp_path):
     torch.set_num_threads(1)
-    metrics = videomae_digits.train(videomae_digits.Config(), tmp_path, progress=False)
+    metrics = VideoMAEDigits().train(Run(tmp_path, progress=False))
     assert max(metrics["digit_few_shot_gain_over_random_init"],
                metrics["direction_few_shot_gain_over_random_init"]) >= 0.05

@@ -1,29 +1,29 @@
 """The command line: `unmask train | sample | eval | recipes | masks`.
 
-    unmask train digits --out runs/digits steps=800 lr=1e-3
-    unmask eval runs/digits sampler=first-hitting
+    unmask train digits --out runs/digits train.steps=800 train.lr=1e-3 model.dim=64
+    unmask eval runs/digits sampler.name=first-hitting
     unmask sample runs/digits --n 100 --out samples.png
-    unmask recipes
+    unmask recipes                  # every recipe
+    unmask recipes digits           # its settings tree: defaults, allowed values, help
     unmask masks --out masks.png
 
-    torchrun --standalone --nproc_per_node=2 -m unmask train digits --out runs/d2 parallel=fsdp
+    torchrun --standalone --nproc_per_node=2 -m unmask train digits --out runs/d2 train.parallel=fsdp
 
-`train` takes the recipe's settings and, for settings the recipe does not have, the trainer's
-(`parallel`, `micro_batch`, `keep`, `grad_clip`...; `unmask recipes` lists both). A bad input ends
-with one line on stderr naming what is wrong and what is allowed, exit code 2; `--debug` shows the
+Settings are dotted keys into the recipe's sections (`train`, `model`, `data`, `objective`,
+`sampler`, `eval`); `eval` and `sample` change only `sampler.*` and `eval.*`. A bad input ends with
+one line on stderr naming what is wrong and what is allowed, exit code 2; `--debug` shows the
 traceback instead. Warnings are one line each; under torchrun only rank 0 shows them.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import warnings
 from pathlib import Path
 
-from .config import apply_overrides, describe, describe_field
+from .config import describe
 from .errors import UnmaskError
 
 
@@ -38,19 +38,22 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     t = sub.add_parser("train", help="train a recipe, then evaluate it")
     t.add_argument("recipe")
-    t.add_argument("overrides", nargs="*", help="key=value settings of the recipe")
+    t.add_argument("overrides", nargs="*", help="dotted key=value settings (`unmask recipes NAME` lists them)")
     t.add_argument("--out", type=Path, help="run folder (default runs/RECIPE)")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     t.add_argument("--fresh", action="store_true", help="ignore checkpoints already in the folder")
     e = sub.add_parser("eval", help="evaluate a trained run again")
     e.add_argument("run_dir", type=Path)
-    e.add_argument("overrides", nargs="*", help="key=value evaluation settings (sampler, steps...)")
+    e.add_argument("overrides", nargs="*", help="sampler.* and eval.* settings")
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("run_dir", type=Path)
-    s.add_argument("overrides", nargs="*", help="key=value sampler settings")
+    s.add_argument("overrides", nargs="*", help="sampler.* and eval.* settings")
     s.add_argument("--n", type=int, default=100, help="samples to draw")
-    s.add_argument("--out", type=Path, help="PNG to write (default RUN_DIR/samples.png)")
-    sub.add_parser("recipes", help="list recipes and their settings")
+    s.add_argument("--out", type=Path,
+                   help="file to write; its suffix is the recipe's (PNG images, text, MIDI, TSV molecules); "
+                        "default RUN_DIR/samples.SUFFIX")
+    r = sub.add_parser("recipes", help="list recipes, or one recipe's settings")
+    r.add_argument("name", nargs="?", help="a recipe: print its settings tree")
     m = sub.add_parser("masks", help="draw every masker on grid, video and streams layouts")
     m.add_argument("--out", type=Path, default=Path("masks.png"), help="PNG to write")
     m.add_argument("--ratio", type=float, default=0.5, help="share hidden, in [0, 1]")
@@ -58,47 +61,37 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _eval_overrides(recipe, cfg, overrides):
-    new = apply_overrides(cfg, overrides)
-    if new.model_config() != cfg.model_config():
-        raise UnmaskError("eval and sample can change only evaluation settings, not the model's")
-    return new
-
-
-def _trainer_only_fields(recipe) -> list[dataclasses.Field]:
-    from .train import TrainConfig
-
-    own = {f.name for f in dataclasses.fields(recipe.Config)}
-    return [f for f in dataclasses.fields(TrainConfig) if f.name not in own]
-
-
-def _train_config(recipe, overrides: list[str]):
-    """(recipe config, trainer-only changes) from key=value strings; every key and value checked."""
-    from .train import TrainConfig
-
-    trainer_keys = {f.name for f in _trainer_only_fields(recipe)}
-    ours, theirs = [], []
-    for item in overrides:
-        key = item.partition("=")[0].strip().replace("-", "_")
-        (theirs if key in trainer_keys else ours).append(item)
-    cfg = apply_overrides(recipe.Config(), ours, other_keys=sorted(trainer_keys))
-    given = {item.partition("=")[0].strip().replace("-", "_") for item in theirs}
-    trained = apply_overrides(TrainConfig(), theirs)
-    return cfg, {k: getattr(trained, k) for k in given}
-
-
-def _check_builds(recipe, cfg) -> None:
+def _check_builds(recipe) -> None:
     """Build the recipe's objective on the meta device (no memory, no time) so that settings that do
     not fit together (a width not divisible by the heads) are refused before any data is loaded."""
     import torch
 
     try:
         with torch.device("meta"):
-            recipe.build(cfg)
+            recipe.build()
     except ValueError as e:
         raise UnmaskError(f"the settings do not build a model: {e}") from None
     except Exception:  # a build that cannot run on the meta device is checked by the real build
         pass
+
+
+def _print_recipes(name: str | None) -> None:
+    from . import recipes
+
+    if name is None:
+        for key, cls in sorted(recipes.RECIPES.items()):
+            print(f"{key}: {cls.summary} (papers: {', '.join(cls.papers)})")
+        print("`unmask recipes NAME` prints a recipe's settings")
+        return
+    cls = recipes.get(name)
+    print(f"{cls.name}: {cls.summary} (papers: {', '.join(cls.papers)}; samples: *{cls.sample_suffix})")
+    last = None
+    for key, value, allowed, help_ in describe(cls.Settings()):
+        head = key.split(".", 1)[0]
+        if head != last:
+            print(f"  [{head}]")
+            last = head
+        print(f"    {key}={value}  [{allowed}]  {help_}")
 
 
 def run(argv: list[str]) -> int:
@@ -111,15 +104,7 @@ def run(argv: list[str]) -> int:
     if extra:
         args.overrides = args.overrides + extra
     if args.command == "recipes":
-        from .train import TrainConfig
-
-        defaults = TrainConfig()
-        for name, module in sorted(recipes.RECIPES.items()):
-            print(f"{name}: {module.SUMMARY} (papers: {', '.join(module.PAPERS)})")
-            for key, value, allowed, help_ in describe(module.Config()):
-                print(f"  {key}={value}  [{allowed}]  {help_}")
-            for f in _trainer_only_fields(module):
-                print(f"  {f.name}={getattr(defaults, f.name)}  [{describe_field(f)}]  {f.metadata['help']} (trainer)")
+        _print_recipes(args.name)
         return 0
     if args.command == "masks":
         from .masking.gallery import draw_gallery
@@ -130,38 +115,25 @@ def run(argv: list[str]) -> int:
         print(f"wrote {args.out}")
         return 0
     if args.command == "train":
-        from .train import trainer_settings
-
-        recipe = recipes.get(args.recipe)
-        cfg, settings = _train_config(recipe, args.overrides)
-        run_dir = args.out or Path("runs") / recipe.NAME
-        if run_dir.exists() and not run_dir.is_dir():
-            raise UnmaskError(f"--out {run_dir} is a file; give a folder")
-        _check_builds(recipe, cfg)
-        if args.fresh and run_dir.exists() and os.environ.get("RANK", "0") == "0":
+        recipe = recipes.get(args.recipe)().with_overrides(args.overrides)
+        run = recipes.Run(args.out or Path("runs") / recipe.name, progress=not args.no_progress)
+        _check_builds(recipe)
+        if args.fresh and run.folder.exists() and os.environ.get("RANK", "0") == "0":
             import shutil
 
-            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-            (run_dir / "metrics.csv").unlink(missing_ok=True)
-        import torch
-
-        # weight initialisation draws from torch's global generator: seeded by the recipe's seed, a
-        # run (and every process of a torchrun run) starts from the same weights each time
-        torch.manual_seed(getattr(cfg, "seed", 0))
-        with trainer_settings(**settings):
-            metrics = recipe.train(cfg, run_dir, progress=not args.no_progress)
-        _print_metrics(run_dir, metrics)
+            shutil.rmtree(run.folder / "checkpoints", ignore_errors=True)
+            (run.folder / "metrics.csv").unlink(missing_ok=True)
+        _print_metrics(run.folder, recipe.train(run))
         return 0
-    recipe, cfg, objective = recipes.load_run(args.run_dir)
-    cfg = _eval_overrides(recipe, cfg, args.overrides)
-    if args.command == "eval":
-        _print_metrics(args.run_dir, recipe.evaluate(cfg, objective, args.run_dir))
-        return 0
-    if args.n < 1:
+    if args.command == "sample" and args.n < 1:
         raise UnmaskError(f"--n must be >= 1, got {args.n}")
-    out = args.out or args.run_dir / "samples.png"
-    written = recipe.sample(cfg, objective, args.n, out) or out  # a recipe may write another format
-    print(f"wrote {written}")
+    recipe, objective, run = recipes.load_run(args.run_dir, args.overrides)
+    if args.command == "eval":
+        _print_metrics(run.folder, recipe.evaluate(run, objective))
+        return 0
+    out = args.out or run.folder / f"samples{recipe.sample_suffix}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"wrote {recipe.sample(run, objective, args.n, out)}")
     return 0
 
 

@@ -1,15 +1,19 @@
-"""Typed configs: dataclasses whose fields carry their allowed range or choices.
+"""Typed settings: frozen dataclasses whose fields carry their allowed range or choices, nested in
+sections.
 
-`option(default, lo=..., hi=..., choices=...)` declares a field; `validate(cfg)` checks every field;
-`apply_overrides(cfg, ["lr=3e-4", "steps=500"])` parses `key=value` strings by the field's type. A
-misspelled key, a value of the wrong type or out of range is an `UnmaskError` that names the key and
-what is allowed, never a silent default.
+`option(default, lo=..., hi=..., choices=...)` declares a value; `section(Default())` declares a
+nested settings dataclass (a recipe's `train`, `model`, `data`, `sampler`, `eval` sections).
+`apply_overrides(cfg, ["train.lr=3e-4", "model.dim=64"])` parses dotted `key=value` strings by the
+field's type; `from_dict(Type, d)` rebuilds settings read from JSON; `validate(cfg)` checks every
+value. A misspelled key, a value of the wrong type or out of range is an `UnmaskError` that names the
+full dotted key and what is allowed, never a silent default.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import typing
 
@@ -22,6 +26,22 @@ def option(default, *, lo=None, hi=None, lo_open=False, hi_open=False, choices=N
     """A dataclass field with its allowed values: [lo, hi] (open ends with lo_open / hi_open), or choices."""
     meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "choices": choices, "help": help}
     return dataclasses.field(default=default, metadata=meta)
+
+
+def section(default, help: str = ""):
+    """A field holding nested settings (a frozen dataclass instance), with `default` as its value."""
+    if not dataclasses.is_dataclass(default) or isinstance(default, type):
+        raise TypeError("section() takes a settings instance")
+    return dataclasses.field(default_factory=lambda: default, metadata={"section": True, "help": help})
+
+
+def is_section(f: dataclasses.Field) -> bool:
+    return bool(f.metadata.get("section"))
+
+
+@functools.cache
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
 
 
 def _allowed(f: dataclasses.Field) -> str:
@@ -40,67 +60,138 @@ def _allowed(f: dataclasses.Field) -> str:
     return "any value"
 
 
-def check_value(f: dataclasses.Field, value) -> None:
+def check_value(f: dataclasses.Field, value, name: str | None = None) -> None:
+    """Refuse `value` for field `f` (called `name`, its dotted key) unless it is allowed."""
+    name = name or f.name
     m = f.metadata
     if m.get("choices") and value not in m["choices"]:
-        raise UnmaskError(f"{f.name}={value!r} is not allowed; {f.name} must be {_allowed(f)}")
+        raise UnmaskError(f"{name}={value!r} is not allowed; {name} must be {_allowed(f)}")
     if isinstance(value, float) and not math.isfinite(value):
-        raise UnmaskError(f"{f.name}={value} is not a finite number")
+        raise UnmaskError(f"{name}={value} is not a finite number")
     if isinstance(value, int) and not isinstance(value, bool) and not -INT_LIMIT < value < INT_LIMIT:
-        raise UnmaskError(f"{f.name}={value} is too large; {f.name} must be {_allowed(f)} and below 2**63")
+        raise UnmaskError(f"{name}={value} is too large; {name} must be {_allowed(f)} and below 2**63")
     lo, hi = m.get("lo"), m.get("hi")
     too_low = lo is not None and (value <= lo if m.get("lo_open") else value < lo)
     too_high = hi is not None and (value >= hi if m.get("hi_open") else value > hi)
     if too_low or too_high:
-        raise UnmaskError(f"{f.name}={value} is out of range; {f.name} must be {_allowed(f)}")
+        raise UnmaskError(f"{name}={value} is out of range; {name} must be {_allowed(f)}")
 
 
-def validate(cfg) -> None:
+def validate(cfg, prefix: str = "") -> None:
+    """Check every value of `cfg` and of its sections."""
     for f in dataclasses.fields(cfg):
-        check_value(f, getattr(cfg, f.name))
+        value = getattr(cfg, f.name)
+        if is_section(f):
+            validate(value, f"{prefix}{f.name}.")
+        else:
+            check_value(f, value, prefix + f.name)
 
 
-def _parse(f: dataclasses.Field, text: str, kind):
+def _parse(name: str, text: str, kind):
     if kind is bool:
         low = text.lower()
         if low in ("1", "true", "yes", "on"):
             return True
         if low in ("0", "false", "no", "off"):
             return False
-        raise UnmaskError(f"{f.name}={text!r} is not a boolean; use true or false")
+        raise UnmaskError(f"{name}={text!r} is not a boolean; use true or false")
     if kind is int:
         try:
             return int(text)
         except ValueError:
-            raise UnmaskError(f"{f.name}={text!r} is not an integer") from None
+            raise UnmaskError(f"{name}={text!r} is not an integer") from None
     if kind is float:
         try:
             return float(text)
         except ValueError:
-            raise UnmaskError(f"{f.name}={text!r} is not a number") from None
+            raise UnmaskError(f"{name}={text!r} is not a number") from None
     return text
 
 
-def apply_overrides(cfg, overrides: list[str], other_keys=()):
-    """Return a copy of `cfg` with each `key=value` applied and every field validated. `other_keys`
-    are keys handled elsewhere: they count when suggesting the closest key to a misspelled one."""
-    fields = {f.name: f for f in dataclasses.fields(cfg)}
-    hints = typing.get_type_hints(type(cfg))
-    changes = {}
+def leaves(cfg, prefix: str = "") -> list[tuple[str, dataclasses.Field, type]]:
+    """(dotted key, field, type) of every value of `cfg`, in declaration order, sections expanded."""
+    out = []
+    for f in dataclasses.fields(cfg):
+        if is_section(f):
+            out += leaves(getattr(cfg, f.name), f"{prefix}{f.name}.")
+        else:
+            out.append((prefix + f.name, f, _hints(type(cfg))[f.name]))
+    return out
+
+
+def keys(cfg, prefix: str = "") -> list[str]:
+    """Every dotted key of `cfg`: ['train.steps', ..., 'model.dim', ...]."""
+    return [key for key, _, _ in leaves(cfg, prefix)]
+
+
+def _unknown(key: str, known: list[str]) -> UnmaskError:
+    leaves = {k.rsplit(".", 1)[-1]: k for k in known}
+    close = difflib.get_close_matches(key, known, n=1) or (
+        [leaves[c] for c in difflib.get_close_matches(key.rsplit(".", 1)[-1], leaves, n=1)])
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return UnmaskError(f"unknown key {key!r}{hint} (`unmask recipes NAME` lists the keys)")
+
+
+def apply_overrides(cfg, overrides: list[str], allowed_sections: tuple[str, ...] | None = None):
+    """Return a copy of `cfg` with each dotted `key=value` applied and every value validated.
+    With `allowed_sections`, only keys under those top-level sections may change."""
+    known = keys(cfg)
+    changes: dict[str, object] = {}
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise UnmaskError(f"override {item!r} is not of the form key=value")
-        if key not in fields:
-            known = [*fields, *(k for k in other_keys if k not in fields)]
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise UnmaskError(f"unknown key {key!r}{hint} (keys: {', '.join(known)})")
-        changes[key] = _parse(fields[key], text.strip(), hints[key])
-    new = dataclasses.replace(cfg, **changes)
+        if key not in known:
+            raise _unknown(key, known)
+        if allowed_sections is not None and key.split(".", 1)[0] not in allowed_sections:
+            raise UnmaskError(f"{key} cannot change here; only {', '.join(s + '.*' for s in allowed_sections)} can")
+        changes[key] = text.strip()
+    new = _replace(cfg, changes, "")
     validate(new)
     return new
+
+
+def _replace(cfg, changes: dict[str, str], prefix: str):
+    values = {}
+    for f in dataclasses.fields(cfg):
+        name = prefix + f.name
+        if is_section(f):
+            if any(k.startswith(name + ".") for k in changes):
+                values[f.name] = _replace(getattr(cfg, f.name), changes, name + ".")
+        elif name in changes:
+            values[f.name] = _parse(name, changes[name], _hints(type(cfg))[f.name])
+    return dataclasses.replace(cfg, **values) if values else cfg
+
+
+def to_dict(cfg) -> dict:
+    """Plain nested dict of `cfg`, for JSON."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls, data: dict, prefix: str = ""):
+    """Settings of type `cls` from a nested dict (read from JSON): missing keys take their default,
+    unknown keys and values of the wrong type are errors, and every value is validated."""
+    if not isinstance(data, dict):
+        raise UnmaskError(f"{prefix.rstrip('.') or 'settings'} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise _unknown(prefix + key, keys(cls(), prefix))
+    values = {}
+    for name, value in data.items():
+        f, kind = fields[name], _hints(cls)[name]
+        if is_section(f):
+            values[name] = from_dict(type(f.default_factory()), value, f"{prefix}{name}.")
+            continue
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not (isinstance(value, kind) and (kind is bool or not isinstance(value, bool))):
+            raise UnmaskError(f"{prefix}{name}={value!r} is not of type {kind.__name__}")
+        values[name] = value
+    out = cls(**values)
+    validate(out, prefix)
+    return out
 
 
 def describe_field(f: dataclasses.Field) -> str:
@@ -108,9 +199,13 @@ def describe_field(f: dataclasses.Field) -> str:
     return _allowed(f)
 
 
-def describe(cfg) -> list[tuple[str, object, str, str]]:
-    """(name, value, allowed, help) for every field: what `unmask recipes` prints."""
-    return [
-        (f.name, getattr(cfg, f.name), _allowed(f), f.metadata.get("help", ""))
-        for f in dataclasses.fields(cfg)
-    ]
+def describe(cfg, prefix: str = "") -> list[tuple[str, object, str, str]]:
+    """(dotted key, value, allowed, help) for every value of `cfg`: what `unmask recipes` prints."""
+    out = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if is_section(f):
+            out += describe(value, f"{prefix}{f.name}.")
+        else:
+            out.append((prefix + f.name, value, _allowed(f), f.metadata.get("help", "")))
+    return out

@@ -101,23 +101,3 @@ def probe(train_x, train_y, test_x, test_y, *, shots: int = 10, draws: int = 5, 
         linear_few=float(np.mean(lin)), linear_few_std=float(np.std(lin)),
         knn_few=float(np.mean(knn)), knn_few_std=float(np.std(knn)),
     )
-
-
-PROBE_HEADER = ["| features | linear, all labels | linear, 10-shot | kNN, all labels | kNN, 10-shot |",
-                "|---|---|---|---|---|"]
-
-
-def probe_row(label: str, metrics: dict, prefix: str) -> str | None:
-    """One Markdown row of the probe scores stored under `prefix` (as `ProbeScores.as_dict(prefix)`
-    writes them), few-shot columns with their spread; None when that prefix was not scored."""
-    p = prefix
-    if f"{p}linear" not in metrics:
-        return None
-    return (f"| {label} | {metrics[p + 'linear']:.3f} | {metrics[p + 'linear_few']:.3f} +- "
-            f"{metrics[p + 'linear_few_std']:.3f} | {metrics[p + 'knn']:.3f} | {metrics[p + 'knn_few']:.3f} +- "
-            f"{metrics[p + 'knn_few_std']:.3f} |")
-
-
-def probe_table(metrics: dict, rows: list[tuple[str, str]]) -> list[str]:
-    """A Markdown table of probe scores, one row per (label, prefix) that was scored."""
-    return PROBE_HEADER + [r for label, p in rows if (r := probe_row(label, metrics, p)) is not None]

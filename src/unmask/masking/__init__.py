@@ -10,6 +10,7 @@ from .entity import EntityMask
 from .frequency import FrequencyMask
 from .hard_patch import HardPatchMask
 from .meap import MeapMask
+from .mixture import MixtureMask
 from .ngram import NGramMask
 from .random import BernoulliMask, RandomMask, random_mask
 from .running_cell import RunningCellMask
@@ -24,4 +25,4 @@ __all__ = ["Masker", "hide_top", "RandomMask", "BernoulliMask", "BlockMask", "Sp
            "BertCorruption", "WholeWordMask", "NGramMask", "EntityMask", "MeapMask", "CausalMasking",
            "cm3_spans", "cm3_transform",
            "ColorMask", "DisjointViewMask", "FrequencyMask", "HardPatchMask", "SelectiveMask",
-           "RunningCellMask", "TwinMask", "TrackMask"]
+           "RunningCellMask", "TwinMask", "TrackMask", "MixtureMask"]

@@ -20,8 +20,10 @@ import torch
 
 from ..layout import Layout
 from .base import Masker
+from .block import BlockMask
 from .color import COLOURS, ColorMask
 from .frequency import FrequencyMask
+from .mixture import MixtureMask
 from .random import RandomMask
 from .twin import TwinMask
 
@@ -30,7 +32,8 @@ LAYOUTS = {"grid 16x16": Layout.grid(16, 16), "video 4x8x8": Layout.video(4, 8, 
 VARIANTS = {ColorMask: [(f"ColorMask {c}", ColorMask(colour=c)) for c in COLOURS],
             FrequencyMask: [(f"FrequencyMask {b}\n(fft2 order)", FrequencyMask(band=b)) for b in ("low", "high")],
             TwinMask: [("TwinMask independent\n(2nd mask of `first`)", TwinMask()),
-                       ("TwinMask overlap 0.5\n(2nd mask of `first`)", TwinMask(overlap=0.5))]}
+                       ("TwinMask overlap 0.5\n(2nd mask of `first`)", TwinMask(overlap=0.5))],
+            MixtureMask: [("MixtureMask\n(random or block per row)", MixtureMask(maskers=(RandomMask(), BlockMask())))]}
 
 
 def exported_maskers() -> list[tuple[str, Masker]]:
@@ -41,7 +44,7 @@ def exported_maskers() -> list[tuple[str, Masker]]:
     for name in masking.__all__:
         obj = getattr(masking, name)
         if isinstance(obj, type) and issubclass(obj, Masker) and obj is not Masker:
-            out += VARIANTS.get(obj, [(name, obj())])
+            out += VARIANTS[obj] if obj in VARIANTS else [(name, obj())]
     return out
 
 

@@ -1,58 +1,53 @@
-"""Recipes: the one name -> recipe table. A recipe binds data, model, objective, sampler and
-evaluation, and names the papers it shows."""
+"""Recipes: the one name -> recipe table. A recipe (`base.Recipe`) binds data, model, objective,
+sampler and evaluation under typed nested settings, and names the papers it shows."""
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 from ..errors import UnmaskError
-from . import (
-    ar_code,
-    chorales,
-    digits,
-    electra_code,
-    genmol,
-    mae_digits,
-    mdlm_code,
-    mlm_code,
-    pointmae_shapes,
-    videomae_digits,
-)
+from .ar_code import ArCode
+from .base import Loaded, Recipe, SamplerSettings, TransformerSettings
+from .chorales import Chorales
+from .digits import Digits
+from .electra_code import ElectraCode
+from .genmol import GenMol
+from .mae_digits import MAEDigits
+from .mdlm_code import MdlmCode
+from .mlm_code import MlmCode
+from .pointmae_shapes import PointMAEShapes
+from .report import Metric, Report, Table
+from .run import Run
+from .videomae_digits import VideoMAEDigits
 
-RECIPES = {m.NAME: m for m in (digits, mae_digits, mlm_code, electra_code, mdlm_code, ar_code, videomae_digits,
-                                pointmae_shapes, chorales, genmol)}
+RECIPES: dict[str, type[Recipe]] = {r.name: r for r in (
+    Digits, MAEDigits, MlmCode, ElectraCode, MdlmCode, ArCode, VideoMAEDigits, PointMAEShapes, Chorales, GenMol)}
 
 
-def get(name: str):
+def get(name: str) -> type[Recipe]:
+    """The recipe class called `name`."""
     if name not in RECIPES:
-        import difflib
-
         close = difflib.get_close_matches(name, RECIPES, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise UnmaskError(f"unknown recipe {name!r}{hint} (recipes: {', '.join(sorted(RECIPES))})")
     return RECIPES[name]
 
 
-def load_run(run_dir: Path):
-    """(recipe module, config, objective with the run's evaluation weights) of a trained run."""
+def load_run(folder: Path, overrides: list[str] = (), progress: bool = True) -> Loaded:
+    """The recipe (with the run's settings, and `overrides` of its sampler and eval sections), its
+    objective with the weights to evaluate, and the `Run` of a trained run folder."""
     from ..train.checkpoint import find_checkpoint, load_checkpoint
 
-    ckpt = find_checkpoint(run_dir)
+    run = Run(folder, progress)
+    ckpt = find_checkpoint(run.folder)
     tensors, config, _ = load_checkpoint(ckpt)
-    recipe = get(config.get("recipe", "?"))
-    try:
-        cfg = recipe.Config(**config["config"])
-    except (TypeError, KeyError) as e:
-        raise UnmaskError(f"{ckpt}/config.json does not fit recipe {recipe.NAME!r}: {e}") from None
-    objective = recipe.build(cfg)
-    if config.get("model") != cfg.model_config().to_dict():
-        raise UnmaskError(f"{ckpt} holds a model that recipe {recipe.NAME!r} does not build")
-    weights = tensors.get("ema", tensors["model"])
-    try:
-        objective.load_state_dict(weights)
-    except RuntimeError as e:
-        raise UnmaskError(f"weights in {ckpt} do not fit the model: {str(e).splitlines()[0]}") from None
-    return recipe, cfg, objective
+    cls = get(str(config.get("recipe", "?")))
+    recipe = cls(cls.settings_from(config, ckpt))
+    if overrides:
+        recipe = recipe.with_overrides(list(overrides), sections=("sampler", "eval"))
+    return Loaded(recipe, recipe.restore(ckpt, tensors, config), run)
 
 
-__all__ = ["RECIPES", "get", "load_run"]
+__all__ = ["RECIPES", "Recipe", "Run", "Loaded", "Report", "Table", "Metric", "SamplerSettings",
+           "TransformerSettings", "get", "load_run"]

@@ -1,0 +1,68 @@
+"""A `Run`: one run folder and everything a recipe writes or reads there.
+
+    RUN/
+      checkpoints/step_*/   model.safetensors, config.json (recipe, settings, model), state.json
+      metrics.csv           training curves (the trainer)
+      metrics.json          what evaluation measured
+      report.md             the report, with the figures beside it
+      tokenizer.json, vocab.json, corpus caches, samples: whatever the recipe keeps
+      teacher/, ar/         runs of their own that a recipe trains beside the main one
+
+`train`, `evaluate` and `sample` of every recipe are handed the `Run`; none of them guesses a folder
+from an output path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UnmaskError
+from ..train.checkpoint import write_json
+from .report import Report, render
+
+
+@dataclass(frozen=True)
+class Run:
+    folder: Path
+    progress: bool = True  # progress bars for long work
+
+    def __post_init__(self):
+        object.__setattr__(self, "folder", Path(self.folder))
+        if self.folder.exists() and not self.folder.is_dir():
+            raise UnmaskError(f"run folder {self.folder} is a file; give a folder")
+
+    def file(self, name: str) -> Path:
+        """The path of `name` inside the run folder (the folder is created)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self.folder / name
+
+    def has(self, name: str) -> bool:
+        return (self.folder / name).exists()
+
+    def sub(self, name: str) -> Run:
+        """A run of its own inside this one (a teacher, a baseline)."""
+        return Run(self.folder / name, self.progress)
+
+    def write_json(self, name: str, obj) -> Path:
+        path = self.file(name)
+        write_json(path, obj)
+        return path
+
+    def read_json(self, name: str):
+        path = self.folder / name
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UnmaskError(f"{path} is missing; the run folder is incomplete") from None
+        except json.JSONDecodeError as e:
+            raise UnmaskError(f"{path} is not valid JSON: {e}") from None
+
+    def write_results(self, metrics: dict, report: Report) -> None:
+        """metrics.json and report.md, each written atomically."""
+        self.write_json("metrics.json", metrics)
+        path = self.file("report.md")
+        tmp = path.with_name(".report.md.tmp")
+        tmp.write_text(render(report, metrics))
+        tmp.replace(path)

@@ -1,0 +1,94 @@
+"""Shared test fixtures: tiny settings for every recipe, the command line run in process, and a
+tiny trained digits run."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import NamedTuple
+
+import pytest
+import torch
+
+# Settings that make each recipe train, evaluate and sample in a few seconds (not to measure anything).
+_SMALL = ["train.steps=2", "train.warmup=1", "model.dim=16", "model.depth=1", "model.heads=2"]
+_AUTOENCODER = [*_SMALL, "model.decoder_dim=8", "model.decoder_depth=1", "eval.probe_draws=1"]
+_CODE = [*_SMALL, "train.batch_size=4", "eval.chunks=16"]
+TINY = {
+    "digits": [*_SMALL, "train.batch_size=16", "eval.n_samples=10", "sampler.steps=2"],
+    "mae-digits": [*_AUTOENCODER, "train.batch_size=16"],
+    "videomae-digits": [*_AUTOENCODER, "train.batch_size=8", "data.clips_per_digit=1", "eval.baselines=false"],
+    "pointmae-shapes": [*_AUTOENCODER, "train.batch_size=8", "model.pointnet_width=4", "data.train_per_class=10",
+                        "data.test_per_class=2", "data.points=96", "data.groups=8", "data.group_size=8",
+                        "objective.codes=8"],
+    "mlm-code": [*_CODE, "sampler.steps=2"],
+    "electra-code": [*_CODE, "sampler.steps=2"],
+    "mdlm-code": [*_CODE, "eval.infill_cases=2", "eval.variance_repeats=2", "eval.bound_draws=1",
+                  "sampler.maskgit_steps=2", "sampler.ancestral_steps=2"],
+    "ar-code": [*_CODE, "eval.infill_cases=2"],
+    "chorales": [*_SMALL, "train.batch_size=4", "sampler.steps=4", "eval.harmonies=1", "eval.unconditional=2",
+                 "eval.midi_examples=1"],
+    "genmol": [*_SMALL, "train.batch_size=8", "data.subsample=24", "eval.n_samples=8", "eval.fragment_cases=4",
+               "eval.lead_starts=1", "eval.lead_rounds=1", "eval.lead_proposals=2"],
+}
+
+
+class Ran(NamedTuple):
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(*argv) -> Ran:
+    """`unmask ARGV` in this process: exit code, stdout and stderr."""
+    from unmask.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return Ran(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def chorales_cache(tmp_path_factory):
+    """A parsed-corpus cache of four real chorales (two in the held-out share) standing in for all 328,
+    whose parsing takes most of a minute: pass it as `data.cache`."""
+    pytest.importorskip("music21")
+    from unmask.data import music
+
+    names = ("bach/bwv269", "bach/bwv347", "bach/bwv153.1", "bach/bwv385")
+    folder = tmp_path_factory.mktemp("chorales-cache")
+    music._write_cache(music._cache_path(folder, None, 2), [music.load_chorale(n) for n in names])
+    return folder
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    """A digits run trained for three steps at the tiny settings (read-only for tests)."""
+    folder = tmp_path_factory.mktemp("digits") / "run"
+    ran = run_cli("train", "digits", "--out", folder, "--no-progress", *TINY["digits"])
+    assert ran.code == 0, ran.err
+    return folder
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    """torch's intra-op threads set to `n` inside the block (tiny models run faster on one thread
+    than on two contended ones), restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    with threads(1):
+        yield

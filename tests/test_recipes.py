@@ -1,0 +1,104 @@
+"""The recipe contract, over every recipe of `unmask recipes`: each is a `Recipe` with sectioned,
+typed settings; `unmask train NAME ... --out R`, `unmask eval R` and `unmask sample R --n 4 --out X`
+work at tiny sizes; a wrong key, value or type in any section is one error line with exit 2."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from conftest import TINY
+from unmask.config import is_section, leaves, to_dict
+from unmask.recipes import RECIPES, Recipe, Run, get
+from unmask.recipes.report import Report
+
+NAMES = sorted(RECIPES)
+
+
+def test_every_recipe_has_tiny_settings_here():
+    assert set(TINY) == set(RECIPES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_recipe_is_a_recipe_with_sections(name):
+    cls = get(name)
+    assert issubclass(cls, Recipe) and cls.name == name and cls.papers and cls.summary
+    assert cls.sample_suffix.startswith(".")
+    settings = cls().settings
+    fields = dataclasses.fields(settings)
+    assert all(is_section(f) for f in fields), "every setting lives in a section"
+    assert fields[0].name == "train" and type(settings.train).__name__ == "TrainConfig"
+    assert {"train", "model"} <= {f.name for f in fields}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_section_refuses_a_wrong_key_value_and_type_in_one_line(name, cli):
+    settings = get(name)().settings
+    for f in dataclasses.fields(settings):
+        key, field, kind = leaves(getattr(settings, f.name), f"{f.name}.")[0] if dataclasses.fields(
+            getattr(settings, f.name)) else (None, None, None)
+        if key is None:
+            continue
+        wrong_type = {bool: "maybe", int: "1.5", float: "one", str: None}[kind]
+        cases = [(f"{key}x=1", f"unknown key '{key}x'")]
+        if wrong_type is not None:
+            cases.append((f"{key}={wrong_type}", f"{key}={wrong_type!r}"))
+        if field.metadata.get("choices"):
+            outside = "987654" if kind in (int, float) else "no-such-choice"
+            shown = repr(kind(outside)) if kind in (int, float) else repr(outside)
+            cases.append((f"{key}={outside}", f"{key}={shown} is not allowed"))
+        elif field.metadata.get("lo") is not None and kind in (int, float):
+            cases.append((f"{key}={field.metadata['lo'] - 1}", "is out of range"))
+        for override, needle in cases:
+            ran = cli("train", name, override, "--out", "/nonexistent/never-written")
+            assert ran.code == 2, (override, ran)
+            assert ran.err.count("\n") == 1 and ran.err.startswith("unmask: error: ") and needle in ran.err, ran.err
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_train_eval_sample_at_tiny_sizes(name, tmp_path, cli, one_thread, request):
+    out = tmp_path / "run"
+    extra = [f"data.cache={request.getfixturevalue('chorales_cache')}"] if name == "chorales" else []
+    ran = cli("train", name, "--out", out, "--no-progress", *TINY[name], *extra)
+    assert ran.code == 0, ran.err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics and (out / "report.md").read_text().startswith("# ")
+    config = json.loads(next((out / "checkpoints").iterdir()).joinpath("config.json").read_text())
+    settings = get(name)().with_overrides(TINY[name] + extra).settings
+    assert config["recipe"] == name and config["settings"] == to_dict(settings)
+    ran = cli("eval", out)
+    assert ran.code == 0, ran.err
+    assert json.loads((out / "metrics.json").read_text()).keys() == metrics.keys()
+    ran = cli("sample", out, "--n", "4", "--out", tmp_path / "drawn" / "x")
+    assert ran.code == 0, ran.err
+    written = tmp_path / "drawn" / f"x{get(name).sample_suffix}"
+    assert written.is_file() and written.stat().st_size > 0 and f"wrote {written}" in ran.out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_training_a_recipes_objective_syncs_the_host_once_per_logged_step(name, tmp_path, one_thread, request):
+    from host_syncs import assert_sync_budget
+
+    extra = [f"data.cache={request.getfixturevalue('chorales_cache')}"] if name == "chorales" else []
+    recipe = get(name)().with_overrides(TINY[name] + extra)
+    run = Run(tmp_path / "run", progress=False)
+    objective, data = recipe.objective(), recipe.training_data(run)
+    recipe.prepare(run, objective, data)
+    seen = assert_sync_budget(objective, data, steps=6, log_every=3, batch_size=4)
+    assert seen.count >= 1  # the counter sees the trainer's own read at its logged steps
+
+
+def test_a_report_renders_declared_rows_with_baselines_and_direction(tmp_path):
+    from unmask.recipes.report import Metric, Table
+
+    report = Report("t", "set-up.", (Table((Metric("a", "A", "b", "lower"), Metric("c", "C", 0.5, "higher", "c_std"),
+                                            Metric("missing", "M"))),),
+                    (("fig", "f.png"),))
+    Run(tmp_path).write_results({"a": 1.0, "b": 2.0, "c": 0.25, "c_std": 0.01}, report)
+    text = (tmp_path / "report.md").read_text()
+    assert "| A | 1.0000 | 2.0000 (b) | lower | yes |" in text
+    assert "| C | 0.2500 +- 0.0100 | 0.5000 | higher | no |" in text
+    assert "| M |" not in text and "![fig](f.png)" in text
+    assert json.loads((tmp_path / "metrics.json").read_text())["c"] == 0.25
