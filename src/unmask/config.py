@@ -201,11 +201,11 @@ def describe_field(f: dataclasses.Field) -> str:
 
 def describe(cfg, prefix: str = "") -> list[tuple[str, object, str, str]]:
     """(dotted key, value, allowed, help) for every value of `cfg`: what `unmask recipes` prints."""
-    out = []
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if is_section(f):
-            out += describe(value, f"{prefix}{f.name}.")
-        else:
-            out.append((prefix + f.name, value, _allowed(f), f.metadata.get("help", "")))
-    return out
+    return [(key, _value(cfg, key[len(prefix):]), "true or false" if kind is bool else _allowed(f),
+             f.metadata.get("help", "")) for key, f, kind in leaves(cfg, prefix)]
+
+
+def _value(cfg, dotted: str):
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
