@@ -20,9 +20,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from machine import describe, has_bf16_matrix_units
 
 from unmask.nn.mae import MAEConfig, MaskedAutoencoder
 from unmask.nn.vitmae import to_vitmae_state_dict, vitmae_config_kwargs
@@ -79,14 +79,6 @@ def theirs(compile: bool = False, precision: str = "fp32", attention: str = "sdp
     return step
 
 
-def cpu_has_amx() -> bool:
-    """Whether this CPU has bf16 matrix units (Linux only; False where unknown)."""
-    try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-
-
 def race(steps: dict, batch: int, n: int, warmup: int = 3) -> dict[str, dict[str, float]]:
     """Median ms/step of each named step function, run in turn, one step each per round: wall time,
     and CPU time of this process (with one thread, CPU time ignores the time other programs on a
@@ -122,14 +114,19 @@ def main(argv=None) -> dict:
                                                            "shared machine); 0 keeps torch's default")
     p.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16")
     p.add_argument("--compile", action="store_true", help="torch.compile every model (ours and theirs alike)")
+    p.add_argument("--force-bf16", action="store_true", help="time bf16 even without bf16 matrix units")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     precisions = [x for x in args.precision.split(",") if x]
     if set(precisions) - {"fp32", "bf16"}:
         p.error(f"--precision takes fp32 and bf16, got {args.precision}")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.steps} steps"
-          f"{', compiled' if args.compile else ', eager'}, CPU bf16 matrix units (AMX): {cpu_has_amx()}")
+    print(describe())
+    print(f"batch {args.batch}, {args.steps} steps{', compiled' if args.compile else ', eager'}")
+    if "bf16" in precisions and not has_bf16_matrix_units() and not args.force_bf16:
+        precisions.remove("bf16")
+        print("bf16 skipped: this CPU has no bf16 matrix units, so bf16 is emulated and slower than fp32 "
+              "(--force-bf16 runs it anyway)")
     result = {}
     try:
         import transformers  # noqa: F401

@@ -12,11 +12,13 @@ import time
 
 import torch
 import torch.nn.functional as F
+from machine import describe
 
 from unmask.nn import LogitsHead
 
 
 def main(vocab=30522, batch=32, length=128, dim=256, share=0.15, repeats=10):
+    print(describe())
     torch.manual_seed(0)
     head = LogitsHead(dim, vocab)
     h = torch.randn(batch, length, dim, requires_grad=True)

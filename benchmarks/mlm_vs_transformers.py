@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import describe
 
 
 def hf_side(vocab: int, length: int, dim: int, depth: int, heads: int, mlp: int, seed: int):
@@ -90,6 +91,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    print(describe())
     shape = (args.vocab, args.length, args.dim, args.depth, args.heads, args.mlp, 0)
     bert, collator, mask_id = hf_side(*shape)
     sides = {"transformers BertForMaskedLM": bert, "unmask MLM (prune_last)": our_side(*shape, prune=True)}

@@ -20,6 +20,7 @@ import statistics
 import time
 
 import torch
+from machine import describe
 
 from unmask.sampling import AncestralSampler, FirstHittingSampler, MaskGITSampler, generate
 
@@ -119,6 +120,7 @@ def main():
     ap.add_argument("--fhs-batch", type=int, default=4, help="rows for first-hitting vs ancestral")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    print(describe())
     print(f"shared denoiser: 4 layers, width 256, N={N}, V={V}, batch {B}, {STEPS} steps; "
           f"{args.repeats} interleaved repeats, median; {args.threads} thread(s)")
     ms = peers(args.repeats)

@@ -20,6 +20,7 @@ import statistics
 import time
 
 import torch
+from machine import describe
 from torch.utils import flop_counter
 
 from unmask.data.video import moving_digits
@@ -76,6 +77,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=15)
     args = p.parse_args()
     torch.set_num_threads(1)
+    print(describe())
     recipe = VideoMAEDigits()
     plain = recipe.objective()
     dual = recipe.with_overrides(["objective.variant=v2"]).objective()

@@ -2,7 +2,7 @@
 only rank 0 does. Model code is written for one device and never knows.
 
     torchrun --standalone --nproc_per_node=2 -m unmask train digits --out runs/d2          # 2 CPU processes, gloo
-    torchrun --standalone --nproc_per_node=8 -m unmask train digits parallel=fsdp          # 8 GPUs, NCCL, FSDP2
+    torchrun --standalone --nproc_per_node=8 -m unmask train digits train.parallel=fsdp       # 8 GPUs, NCCL, FSDP2
     torchrun --nnodes=2 --nproc_per_node=8 --node_rank=R --rdzv-backend=c10d \\
         --rdzv-endpoint=HOST:29500 -m unmask train digits --out /shared/runs/d16           # 2 nodes x 8 GPUs
 
