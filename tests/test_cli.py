@@ -57,7 +57,7 @@ def test_recipes_lists_recipes_and_one_recipes_settings_tree(capsys):
     assert f"    train.steps={steps}  [>= 1]  optimizer steps" in out
     for head in ("[train]", "[model]", "[objective]", "[sampler]", "[eval]"):
         assert f"  {head}\n" in out
-    assert "    sampler.name=maskgit  [one of maskgit, ancestral, first-hitting]" in out
+    assert "    sampler.name=ancestral  [one of maskgit, ancestral, first-hitting]" in out
 
 
 def test_process_exit_code_and_no_traceback():

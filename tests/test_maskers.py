@@ -14,6 +14,7 @@ from unmask.masking import (
     BlockMask,
     ColorMask,
     DisjointViewMask,
+    EdgeMask,
     EntityMask,
     FrequencyMask,
     HardPatchMask,
@@ -85,10 +86,13 @@ CASES = [
     (TrackMask(), STREAMS, "voices", lambda r: round(r * 64), all_voices),
     (MixtureMask(("pixels",), (RandomMask(("pixels",)), BlockMask(("pixels",)))), GRID, "pixels",
      lambda r: round(r * 64), None),
+    (EdgeMask(("pixels",)), GRID, "pixels", lambda r: round(r * 64), None),
+    (EdgeMask(), STREAMS, "voices", lambda r: round(r * 64), None),
 ]
 IDS = ["random-seq", "random-grid", "block-grid", "block-streams", "span-seq", "span-streams", "tube",
        "color-red", "color-blue", "color-green", "color-purple", "frequency", "meap", "whole-word", "ngram",
-       "entity", "hard-patch", "selective", "disjoint", "twin", "running-cell", "tracks", "mixture"]
+       "entity", "hard-patch", "selective", "disjoint", "twin", "running-cell", "tracks", "mixture", "edge-grid",
+       "edge-streams"]
 
 
 @pytest.mark.parametrize("masker,layout,segment,expected,context", CASES, ids=IDS)
@@ -212,3 +216,19 @@ def test_mixture_mask_draws_rows_by_weight_and_each_component_keeps_to_its_segme
         MixtureMask(maskers=(RandomMask(),), weights=(1.0, 2.0))
     with pytest.raises(ValueError, match="at least one"):
         MixtureMask()
+
+
+def test_edge_mask_hides_whole_lines_from_the_chosen_edge():
+    """ratio 0.5 from the bottom is exactly the bottom half; 0.3 of a 8x8 grid from the left is the two
+    leftmost columns whole plus 3 of the third; each edge is drawn about equally often."""
+    g = torch.Generator().manual_seed(0)
+    bottom = EdgeMask(edges=("bottom",))(Layout.grid(8, 8), 5, ratio=0.5, generator=g).view(5, 8, 8)
+    assert bottom[:, 4:].all() and not bottom[:, :4].any()
+    left = EdgeMask(edges=("left",))(Layout.grid(8, 8), 5, ratio=0.3, generator=g).view(5, 8, 8)
+    assert left[:, :, :2].all() and (left[:, :, 2].sum(1) == 19 - 16).all() and not left[:, :, 3:].any()
+    mask = EdgeMask()(Layout.grid(8, 8), 4000, ratio=0.125, generator=g).view(4000, 8, 8)
+    shares = [mask[:, 0].all(1).double().mean().item(), mask[:, 7].all(1).double().mean().item(),
+              mask[:, :, 0].all(1).double().mean().item(), mask[:, :, 7].all(1).double().mean().item()]
+    assert all(abs(s - 0.25) < 0.025 for s in shares), shares  # 3.7 standard errors
+    with pytest.raises(ValueError, match="edges"):
+        EdgeMask(edges=("middle",))

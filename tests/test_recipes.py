@@ -102,3 +102,27 @@ def test_a_report_renders_declared_rows_with_baselines_and_direction(tmp_path):
     assert "| C | 0.2500 +- 0.0100 | 0.5000 | higher | no |" in text
     assert "| M |" not in text and "![fig](f.png)" in text
     assert json.loads((tmp_path / "metrics.json").read_text())["c"] == 0.25
+
+
+def test_digits_mask_shares_build_the_mixture_they_name_and_must_not_exceed_one(cli):
+    """block_share and edge_share rows hide pixels only, in blocks or from an edge; the rest at random."""
+    import torch
+
+    from unmask.data import digits
+    from unmask.masking import MixtureMask
+
+    recipe = get("digits")().with_overrides(["objective.block_share=0.2", "objective.edge_share=0.3"])
+    masker = recipe.build().masker
+    assert isinstance(masker, MixtureMask) and masker.weights == pytest.approx((0.5, 0.2, 0.3))
+    ratio = torch.full((3000, 2), 0.5, dtype=torch.float64)
+    ratio[:, 0] = 1.0
+    mask = masker(digits.LAYOUT, 3000, ratio=ratio, generator=torch.Generator().manual_seed(0))
+    assert mask[:, 0].double().mean().item() == pytest.approx(0.5, abs=0.03)  # only random rows hide the label
+    pixels = mask[:, 1:].view(-1, 8, 8)
+    halves = (pixels[:, :4].all((1, 2)) | pixels[:, 4:].all((1, 2)) | pixels[:, :, :4].all((1, 2))
+              | pixels[:, :, 4:].all((1, 2)))
+    assert halves.double().mean().item() == pytest.approx(0.3, abs=0.03)  # the edge rows hide a half
+    plain = get("digits")().with_overrides(["objective.block_share=0", "objective.edge_share=0"])
+    assert type(plain.build().masker).__name__ == "RandomMask"
+    ran = cli("train", "digits", "objective.block_share=0.6", "objective.edge_share=0.5")
+    assert ran.code == 2 and "objective.block_share + objective.edge_share = 1.1 is more than 1" in ran.err

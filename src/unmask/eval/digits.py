@@ -8,12 +8,13 @@ Metrics (all on the held-out split or on fresh samples, fixed seeds):
 - `novelty`: share of samples that are not an exact copy of a training image;
 - `inpaint_mse`: label and top half given, bottom half filled with the model's posterior mean (the
   expected grey level under its per-pixel distributions, one call: the fill that minimises squared
-  error), against the truth, in grey levels squared; beside it `inpaint_mse_class_mean`, the error
-  of filling the bottom half with the mean training image of the class (the baseline, which knows
-  the class as the model does). Generated completions are measured too: `inpaint_mse_mean_of_k`,
-  the mean of k sampled completions (a Monte Carlo estimate of the same posterior mean), and
-  `inpaint_mse_single`, one completion (a single sample carries about twice the posterior
-  variance, so it is not the one to compare with a mean).
+  error), against the truth, in grey levels squared, over all 360 held-out digits; beside it
+  `inpaint_mse_class_mean`, the error of filling the bottom half with the mean training image of
+  the class (the baseline, which knows the class as the model does). Generated completions are
+  measured too, on the first `n_inpaint` held-out digits: `inpaint_mse_mean_of_k`, the mean of k
+  sampled completions (a Monte Carlo estimate of the same posterior mean), and `inpaint_mse_single`,
+  one completion (a single sample carries about twice the posterior variance, so it is not the one
+  to compare with a mean).
 - `frechet_distance`, `precision`, `recall`: the class-conditional samples against the held-out real
   digits in the fixed digit feature space (`eval/quality.py`: Heusel et al. 2017, arXiv:1706.08500;
   Kynkäänniemi et al. 2019, arXiv:1904.06991, k = 3). Accuracy alone rewards prototypical,
@@ -73,9 +74,13 @@ def inpaint_canvas(split: digits.DigitsSplit, label: bool = True) -> torch.Tenso
 
 
 @torch.no_grad()
-def sample_batched(model, canvas, sampler, generator, batch: int = 250):
+def sample_batched(model, canvas, sampler, generator, batch: int = 250, progress: str = ""):
+    """Fill `canvas` (Long[M, 65]) `batch` rows at a time; a progress bar titled `progress` if given.
+    Returns (tokens Long[M, 65], denoiser calls summed over the batches)."""
+    from tqdm.auto import tqdm
+
     outs, nfe = [], 0
-    for chunk in canvas.split(batch):
+    for chunk in tqdm(canvas.split(batch), desc=progress, disable=not progress, leave=False):
         out = generate(model, chunk, sampler, mask_id=digits.MASK_ID, generator=generator)
         outs.append(out.tokens)
         nfe += out.nfe
@@ -100,15 +105,18 @@ def heldout_nelbo_bits(model, split: digits.DigitsSplit, *, draws: int = 4, seed
 
 
 def evaluate(model, sampler, *, n_samples: int = 500, n_inpaint: int = 100, k: int = 16, seed: int = 0,
-             elbo_draws: int = 4):
-    """All metrics of the module docstring. Returns (metrics, samples, inpainted, truth)."""
+             elbo_draws: int = 4, progress: bool = False):
+    """All metrics of the module docstring. The posterior-mean fill and the class-mean fill are scored on
+    every held-out digit; the `k` sampled completions on the first `n_inpaint`. Returns (metrics,
+    samples, inpainted, truth) with the first `n_inpaint` held-out digits as truth."""
     model.eval()
     train, test = digits.load("train"), digits.load("test")
     g = torch.Generator().manual_seed(seed)
     metrics = {"label_accuracy": label_accuracy(model, test)}
 
     labels = torch.arange(n_samples) % digits.CLASSES
-    samples, nfe = sample_batched(model, conditional_canvas(labels), sampler, g)
+    samples, nfe = sample_batched(model, conditional_canvas(labels), sampler, g,
+                                  progress="eval: samples" if progress else "")
     images, _ = digits.decode(samples)
     clf = digit_classifier(train)
     predicted = torch.from_numpy(clf.predict(images.numpy() / 16.0))
@@ -120,21 +128,21 @@ def evaluate(model, sampler, *, n_samples: int = 500, n_inpaint: int = 100, k: i
     quality = digit_quality(images, test.images)
     metrics |= {"frechet_distance": quality.fd, "precision": quality.precision, "recall": quality.recall}
 
-    part = digits.DigitsSplit(test.images[:n_inpaint], test.labels[:n_inpaint])
-    bottom_true = part.images[:, 32:].double()
+    def mse(fill, truth):
+        return ((fill - truth.images[:, 32:].double()) ** 2).mean().item()
 
-    def mse(fill):
-        return ((fill - bottom_true) ** 2).mean().item()
-
-    filled, _ = sample_batched(model, inpaint_canvas(part).repeat_interleave(k, 0), sampler, g)
-    bottom_gen = filled[:, 1 + 32 :].double().view(len(part.labels), k, 32)
     with torch.no_grad():
-        probs = torch.softmax(model(inpaint_canvas(part))[:, 1 + 32 :, : digits.LEVELS].double(), -1)
-    metrics["inpaint_mse"] = mse((probs * torch.arange(digits.LEVELS).double()).sum(-1))
-    metrics["inpaint_mse_mean_of_k"] = mse(bottom_gen.mean(1))
-    metrics["inpaint_mse_single"] = mse(bottom_gen[:, 0])
-    filled = filled[::k]
+        probs = torch.softmax(model(inpaint_canvas(test))[:, 1 + 32 :, : digits.LEVELS].double(), -1)
+    metrics["inpaint_mse"] = mse((probs * torch.arange(digits.LEVELS).double()).sum(-1), test)
     class_mean = torch.stack([train.images[train.labels == c].double().mean(0) for c in range(10)])
-    metrics["inpaint_mse_class_mean"] = mse(class_mean[part.labels][:, 32:])
+    metrics["inpaint_mse_class_mean"] = mse(class_mean[test.labels][:, 32:], test)
+
+    part = digits.DigitsSplit(test.images[:n_inpaint], test.labels[:n_inpaint])
+    filled, _ = sample_batched(model, inpaint_canvas(part).repeat_interleave(k, 0), sampler, g,
+                               progress="eval: inpainting" if progress else "")
+    bottom_gen = filled[:, 1 + 32 :].double().view(len(part.labels), k, 32)
+    metrics["inpaint_mse_mean_of_k"] = mse(bottom_gen.mean(1), part)
+    metrics["inpaint_mse_single"] = mse(bottom_gen[:, 0], part)
+    filled = filled[::k]
     metrics["heldout_nelbo_bits"] = heldout_nelbo_bits(model, test, draws=elbo_draws, seed=seed)
     return metrics, images, filled, part

@@ -6,6 +6,7 @@ from .cm3 import CausalMasking, cm3_spans, cm3_transform
 from .color import ColorMask
 from .corruption import BertCorruption
 from .disjoint import DisjointViewMask
+from .edge import EdgeMask
 from .entity import EntityMask
 from .frequency import FrequencyMask
 from .hard_patch import HardPatchMask
@@ -25,4 +26,4 @@ __all__ = ["Masker", "hide_top", "RandomMask", "BernoulliMask", "BlockMask", "Sp
            "BertCorruption", "WholeWordMask", "NGramMask", "EntityMask", "MeapMask", "CausalMasking",
            "cm3_spans", "cm3_transform",
            "ColorMask", "DisjointViewMask", "FrequencyMask", "HardPatchMask", "SelectiveMask",
-           "RunningCellMask", "TwinMask", "TrackMask", "MixtureMask"]
+           "RunningCellMask", "TwinMask", "TrackMask", "MixtureMask", "EdgeMask"]

@@ -20,7 +20,8 @@ from .base import Masker, ratio_per_segment
 @dataclass(frozen=True)
 class MixtureMask(Masker):
     """`maskers[k]` masks a row with probability `weights[k]` (default: equal). The ratio is given
-    per segment of the union of the components' segments, and each component gets its own columns."""
+    per segment of the union of the components' segments, and each component gets its own columns,
+    and its own rows of the ratio and of any per-row context."""
 
     maskers: tuple[Masker, ...] = ()
     weights: tuple[float, ...] | None = None
@@ -45,8 +46,11 @@ class MixtureMask(Masker):
         pick = torch.multinomial(weights, batch_size, replacement=True, generator=generator)  # [B]
         mask = torch.zeros(batch_size, layout.n, dtype=torch.bool)
         for k, masker in enumerate(self.maskers):
+            rows = torch.nonzero(pick == k).squeeze(1)  # each component draws for its own rows only
+            if len(rows) == 0:
+                continue
             columns = [chosen.index(s.name) for s, _ in masker.eligible(layout) if s.name in chosen]
-            part = masker(layout, batch_size, ratio=ratios[:, columns], generator=generator, **context)
-            rows = pick == k
-            mask[rows] = part[rows]
+            mine = {key: v[rows] if torch.is_tensor(v) and v.shape[:1] == (batch_size,) else v
+                    for key, v in context.items()}
+            mask[rows] = masker(layout, len(rows), ratio=ratios[rows][:, columns], generator=generator, **mine)
         return mask
