@@ -88,7 +88,10 @@ def threads(n: int):
         torch.set_num_threads(before)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def one_thread():
+    """One intra-op thread for the module: on toy tensors and tiny models, waking a thread pool costs
+    more than the work, most of all on a busy machine. Use with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`, or as an argument."""
     with threads(1):
         yield

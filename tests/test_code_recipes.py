@@ -10,9 +10,8 @@ import pytest
 
 pytest.importorskip("tokenizers")
 
-from unmask import recipes  # noqa: E402
 from unmask.cli import main  # noqa: E402
-from unmask.config import leaves, to_dict  # noqa: E402
+from unmask.config import to_dict  # noqa: E402
 from unmask.data import code  # noqa: E402
 from unmask.recipes.ar_code import ArCode  # noqa: E402
 from unmask.recipes.code_base import SEPARATOR  # noqa: E402
@@ -41,22 +40,7 @@ METRICS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: a pool of threads costs more than it saves, most of all on a busy machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def registered(monkeypatch):
-    """The recipes in the command line's table (a no-op once `recipes.RECIPES` lists them)."""
-    for name, cls in CLASSES.items():
-        monkeypatch.setitem(recipes.RECIPES, name, cls)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def one_error_line(argv, capsys) -> str:
@@ -64,42 +48,6 @@ def one_error_line(argv, capsys) -> str:
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("unmask: error: "), err
     return err
-
-
-def bad_inputs(key: str, f, kind) -> list[tuple[str, str]]:
-    """(text, what the error says) for a wrong type and every wrong value of one setting."""
-    m = f.metadata
-    out = []
-    if kind in (int, float):
-        out.append(("x", "is not an integer" if kind is int else "is not a number"))
-    if kind is bool:
-        out.append(("maybe", "is not a boolean"))
-    if m.get("choices"):
-        out.append(("nosuch", "is not allowed"))
-    step = 1 if kind is int else 1.0
-    if m.get("lo") is not None:
-        out.append((str(m["lo"] if m["lo_open"] else m["lo"] - step), "is out of range"))
-    if m.get("hi") is not None:
-        out.append((str(m["hi"] if m["hi_open"] else m["hi"] + step), "is out of range"))
-    return out
-
-
-@pytest.mark.parametrize("name", CLASSES)
-def test_a_wrong_key_value_or_type_in_each_section_is_one_error_line(name, capsys):
-    settings = CLASSES[name]().settings
-    sections = {key.split(".", 1)[0] for key, _, _ in leaves(settings)}
-    assert sections == {"train", "model", "data", "eval", "objective", "sampler"}
-    for section in sorted(sections):
-        err = one_error_line(["train", name, f"{section}.nosuch=1"], capsys)
-        assert f"unknown key '{section}.nosuch'" in err
-        wrong = 0
-        for key, f, kind in leaves(settings):
-            if key.startswith(section + "."):
-                for text, needle in bad_inputs(key, f, kind):
-                    err = one_error_line(["train", name, f"{key}={text}"], capsys)
-                    assert f"{key}=" in err and needle in err, (key, text, err)
-                    wrong += 1
-        assert wrong >= 1, section
 
 
 @pytest.mark.parametrize("name", CLASSES)

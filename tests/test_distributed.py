@@ -10,7 +10,6 @@ all after 4 steps (DDP and FSDP) and allow 1e-6 (lr 2e-3 to 3e-3: a thousandth o
 With two threads in the reference, the gaps were 7e-9 (DDP) and 1.2e-6 (FSDP).
 """
 
-import contextlib
 import dataclasses
 import os
 import socket
@@ -21,6 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import threads
 from unmask.errors import UnmaskError
 from unmask.layout import Layout
 from unmask.nn import MaskedTokenModel, ModelConfig
@@ -33,16 +33,6 @@ from unmask.train.trainer import step_generator
 TINY = ["train.steps=4", "train.warmup=2", "model.dim=16", "model.depth=1", "model.heads=2", "train.batch_size=16",
         "eval.n_samples=10", "sampler.steps=1"]
 TOLERANCE = 1e-6
-
-
-@contextlib.contextmanager
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def assert_same_training(ckpt, reference, start):
@@ -75,7 +65,7 @@ def test_torchrun_two_processes_equal_one_with_twice_the_batch(tmp_path):
     objective = recipe.objective()
     start = {k: v.clone() for k, v in objective.state_dict().items()}
     train_cfg = dataclasses.replace(recipe.settings.train, micro_batch=8)
-    with one_thread():
+    with threads(1):
         Trainer(objective, {"tokens": digits.load("train").tokens}, train_cfg, tmp_path / "one",
                 recipe.run_config(), progress=False).fit()
     out, err = proc.communicate(timeout=300)
@@ -126,7 +116,7 @@ def test_spawned_processes_equal_one_with_twice_the_batch(parallel, tmp_path):
     spawn_two(tmp_path / "two", parallel)
     one = toy_objective(seed=0)
     start = {k: v.clone() for k, v in one.state_dict().items()}
-    with one_thread():
+    with threads(1):
         Trainer(one, toy_data(), TrainConfig(**TOY, micro_batch=8, checkpoint_every=2), tmp_path / "one", RUN,
                 progress=False).fit()
     ckpt, reference = latest_checkpoint(tmp_path / "two"), latest_checkpoint(tmp_path / "one")

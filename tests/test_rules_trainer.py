@@ -37,12 +37,7 @@ W0 = [[0.5, -1.0, 2.0], [1.5, 0.25, -0.75]]
 BETA1, EPS = 0.9, 1e-8  # AdamW's beta1 (fixed by the trainer) and torch's default eps
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Quadratic(nn.Module):

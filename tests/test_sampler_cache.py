@@ -16,12 +16,7 @@ from unmask.sampling import CachedDenoiser, ENATSampler, ReCAPSampler, generate
 V, N = 7, 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(depth: int, seed: int = 0) -> MaskedTokenModel:

@@ -18,13 +18,7 @@ from unmask.sampling import (
 )
 from unmask.sampling.guidance import guide
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class PromptSensitive:

@@ -26,12 +26,7 @@ ROWS = 20_000
 TV_TOL = 0.04  # empirical TV of 20,000 exact draws on 81 cells is about 0.02
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_steps(sampler, model, canvas, seed=0, limit=100):

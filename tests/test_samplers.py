@@ -28,13 +28,7 @@ from unmask.schedules import Schedule
 V = 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Sampler steps on toy tensors are tiny: waking intra-op threads costs more than the work."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def accept_all(row, position, token):

@@ -132,7 +132,6 @@ def run(argv: list[str]) -> int:
         _print_metrics(run.folder, recipe.evaluate(run, objective))
         return 0
     out = args.out or run.folder / f"samples{recipe.sample_suffix}"
-    out.parent.mkdir(parents=True, exist_ok=True)
     print(f"wrote {recipe.sample(run, objective, args.n, out)}")
     return 0
 

@@ -194,11 +194,6 @@ def from_dict(cls, data: dict, prefix: str = ""):
     return out
 
 
-def describe_field(f: dataclasses.Field) -> str:
-    """What a field allows, in words: 'in [0.0, 1.0]', '>= 1', 'one of ddp, fsdp'."""
-    return _allowed(f)
-
-
 def describe(cfg, prefix: str = "") -> list[tuple[str, object, str, str]]:
     """(dotted key, value, allowed, help) for every value of `cfg`: what `unmask recipes` prints."""
     return [(key, _value(cfg, key[len(prefix):]), "true or false" if kind is bool else _allowed(f),

@@ -115,9 +115,11 @@ class Recipe:
         raise UnmaskError(f"recipe {self.name!r} does not sample")
 
     # shared --------------------------------------------------------------------------------
-    @property
-    def train_settings(self) -> TrainConfig:
-        return self.settings.train
+    def sample_path(self, out: Path) -> Path:
+        """Where `sample` writes: `out` with the recipe's suffix, its folder made."""
+        out = Path(out).with_suffix(self.sample_suffix)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return out
 
     def with_overrides(self, overrides: list[str], sections: tuple[str, ...] | None = None) -> Recipe:
         """The same recipe with dotted `key=value` changes (only under `sections`, if given)."""

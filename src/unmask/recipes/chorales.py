@@ -217,6 +217,6 @@ class Chorales(Recipe):
             self.settings.train.seed))
         gap = np.full((len(music.VOICES), 4 * grid), music.REST)
         joined = np.concatenate([x for p in pieces for x in (p, gap)][:-1], axis=1)
-        path = Path(out).with_suffix(self.sample_suffix)
+        path = self.sample_path(out)
         music.write_midi(joined, path, grid)
         return path

@@ -173,8 +173,7 @@ class CodeRecipe(Recipe):
         if len(rows) < 1:
             raise UnmaskError("n must be >= 1")
         tokenizer = self.tokenizer(run)
-        path = Path(out).with_suffix(self.sample_suffix)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = self.sample_path(out)
         path.write_text(SEPARATOR.join(tokenizer.decode(r) for r in rows))
         return path
 

@@ -142,6 +142,6 @@ class Digits(Recipe):
         rows = -(-n // cols)
         padded = torch.zeros(rows * cols, 64, dtype=torch.long)
         padded[:n] = images
-        out = Path(out).with_suffix(self.sample_suffix)
+        out = self.sample_path(out)
         digit_grid(padded.numpy(), rows, cols, out, f"{n} class-conditional samples")
         return out

@@ -221,7 +221,6 @@ class GenMol(Recipe):
         s = self.settings
         texts = design.denovo(objective.model.eval(), self.corpus(run), n, s.sampler.temperature,
                               s.sampler.randomness, s.train.seed)
-        path = Path(out).with_suffix(self.sample_suffix)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = self.sample_path(out)
         path.write_text("\n".join(f"{t}\t{decode_safe(t) or 'invalid'}" for t in texts) + "\n")
         return path

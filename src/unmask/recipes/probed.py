@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar, NamedTuple
 
 import torch
@@ -100,12 +99,6 @@ class ProbedRecipe(Recipe):
         return pooled_features(features, inputs, batch=self.probe_batch)
 
     # shared -------------------------------------------------------------------------------------
-    def sample_path(self, out: Path) -> Path:
-        """Where `sample` writes: `out` with the recipe's suffix, its folder made."""
-        out = Path(out).with_suffix(self.sample_suffix)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        return out
-
     def plain(self) -> ProbedRecipe:
         """This recipe with the plain objective (the default `objective.variant`): its freshly seeded
         encoder is the random-init baseline."""
