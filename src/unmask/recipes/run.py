@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.source import describe_stats
 from ..errors import UnmaskError
 from ..train.checkpoint import write_json
 from .report import Report, render
@@ -60,9 +61,13 @@ class Run:
             raise UnmaskError(f"{path} is not valid JSON: {e}") from None
 
     def write_results(self, metrics: dict, report: Report) -> None:
-        """metrics.json and report.md, each written atomically."""
+        """metrics.json and report.md, each written atomically. When the data came from the user's
+        source (`data.json`, written by the recipe's reader), the report says what was read and skipped."""
         self.write_json("metrics.json", metrics)
+        text = render(report, metrics)
+        if self.has("data.json"):
+            text += "\n" + describe_stats(self.read_json("data.json")) + "\n"
         path = self.file("report.md")
         tmp = path.with_name(".report.md.tmp")
-        tmp.write_text(render(report, metrics))
+        tmp.write_text(text)
         tmp.replace(path)
