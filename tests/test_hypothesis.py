@@ -98,7 +98,7 @@ def test_maskers_shape_dtype_counts_and_untouched_segments(case, seed):
 def canvases(draw):
     """(canvas Long[B, N] with mask id V at the places to fill, allowed Bool[N, V], V)."""
     vocab = draw(st.integers(1, 5))
-    batch, n = draw(st.integers(0, 3)), draw(st.integers(1, 10))
+    batch, n = draw(st.integers(1, 3)), draw(st.integers(1, 10))  # an empty canvas is refused
     g = torch.Generator().manual_seed(draw(st.integers(0, 2**32)))
     allowed = torch.rand(n, vocab, generator=g) < 0.6
     allowed[torch.arange(n), torch.randint(0, vocab, (n,), generator=g)] = True  # never an empty choice

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import checks
 from .categorical import float32_gumbel, float32_multinomial
 
 
@@ -39,15 +40,14 @@ class AmusedSampler:
     starting_mask_ratio: float = 1.0
 
     def __post_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.schedule not in ("cosine", "linear"):
-            raise ValueError(f"schedule must be 'cosine' or 'linear', got {self.schedule!r}")
+        checks.integer(self, "steps")
+        checks.one_of(self, "schedule", ("cosine", "linear"))
         temps = self.choice_temperature
-        if isinstance(temps, (tuple, list)) and len(temps) != 2:
-            raise ValueError(f"choice_temperature must be a number or (start, end), got {temps!r}")
-        if not 0 <= self.starting_mask_ratio <= 1:
-            raise ValueError(f"starting_mask_ratio must lie in [0, 1], got {self.starting_mask_ratio}")
+        pair = isinstance(temps, (tuple, list)) and len(temps) == 2
+        if not all(checks.is_real(t) and t >= 0 for t in (temps if pair else (temps,))):
+            raise ValueError(f"AmusedSampler: choice_temperature must be a finite number >= 0 or a pair (start, "
+                             f"end) of them, got {temps!r}")
+        checks.real(self, "starting_mask_ratio", 0.0, 1.0)
 
     def start(self, hidden: torch.Tensor) -> AmusedState:
         return AmusedState(step=0)

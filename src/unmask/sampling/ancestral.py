@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import checks
 from .categorical import categorical
 
 
@@ -27,10 +28,8 @@ class AncestralSampler:
     temperature: float = 1.0
 
     def __post_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
+        checks.integer(self, "steps")
+        checks.real(self, "temperature")
 
     def start(self, hidden: torch.Tensor) -> AncestralState:
         return AncestralState(step=0)

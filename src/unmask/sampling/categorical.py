@@ -34,7 +34,7 @@ def categorical_logp(
     where: Bool[...] (logits' leading shape): draw only there and return Long[M], Float64[M] in
     row-major order, as `categorical_logp(logits[where])` would, without copying the logits.
     """
-    if temperature < 0:
+    if not temperature >= 0:  # NaN too
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if logits.shape[-1] == 0:
         raise ValueError("cannot draw from an empty vocabulary")

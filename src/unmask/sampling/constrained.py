@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..schedules import Schedule
+from . import checks
 from .categorical import gumbel
 from .confidence import log_probs
 
@@ -36,7 +37,7 @@ def awrs(logits: torch.Tensor, accepts: Callable[[int], bool], temperature: floa
     Returns (token, log_weight, constraint_calls); token is -1 and log_weight -inf when no token is
     valid.
     """
-    if temperature <= 0:
+    if not temperature > 0:  # NaN too
         raise ValueError(f"AWRS needs a temperature > 0, got {temperature}")
     logp = log_probs(logits, temperature)
     keys = logp + gumbel(logp.shape, generator, device=logp.device)
@@ -81,12 +82,11 @@ class ConstrainedSampler:
     order: str = "random"  # or "confidence": places with the highest max probability first
 
     def __post_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0 for AWRS, got {self.temperature}")
-        if self.order not in ("random", "confidence"):
-            raise ValueError(f"order must be 'random' or 'confidence', got {self.order!r}")
+        checks.function(self, "constraint")
+        checks.integer(self, "steps")
+        checks.function(self, "schedule")
+        checks.real(self, "temperature", 0.0, lo_open=True)  # AWRS draws need a temperature > 0
+        checks.one_of(self, "order", ("random", "confidence"))
 
     def start(self, hidden: torch.Tensor) -> ConstrainedState:
         return ConstrainedState(0, hidden.sum(1).tolist(), [0.0] * hidden.shape[0], 0)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import checks
 from .categorical import categorical, nucleus
 from .confidence import confidence, log_probs
 from .select import sample_top
@@ -40,16 +41,12 @@ class DreamSampler:
     eps: float = 1e-3
 
     def __post_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.alg not in ALGORITHMS:
-            raise ValueError(f"alg must be one of {sorted(ALGORITHMS)}, got {self.alg!r}")
-        if self.alg_temp < 0 or self.temperature < 0:
-            raise ValueError("alg_temp and temperature must be >= 0")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must lie in (0, 1], got {self.top_p}")
-        if not 0 < self.eps < 1:
-            raise ValueError(f"eps must lie in (0, 1), got {self.eps}")
+        checks.integer(self, "steps")
+        checks.one_of(self, "alg", sorted(ALGORITHMS))
+        checks.real(self, "alg_temp")
+        checks.real(self, "temperature")
+        checks.real(self, "top_p", 0.0, 1.0, lo_open=True)
+        checks.real(self, "eps", 0.0, 1.0, lo_open=True, hi_open=True)
 
     def start(self, hidden: torch.Tensor) -> DreamState:
         return DreamState(step=0)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import checks
 from .categorical import categorical_logp, gumbel
 from .select import commit_top
 
@@ -42,12 +43,11 @@ class ENATSampler:
     refresh_every: int = 0  # 0: only the first read is full
 
     def __post_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.temperature < 0 or self.choice_temperature < 0:
-            raise ValueError("temperatures must be >= 0")
-        if self.refresh_every < 0:
-            raise ValueError(f"refresh_every must be >= 0, got {self.refresh_every}")
+        checks.integer(self, "steps")
+        checks.real(self, "temperature")
+        checks.real(self, "choice_temperature")
+        checks.boolean(self, "reuse")
+        checks.integer(self, "refresh_every", 0)
 
     def start(self, hidden: torch.Tensor) -> ENATState:
         return ENATState(step=0, n0=hidden.sum(1).tolist())

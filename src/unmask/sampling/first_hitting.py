@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import checks
 from .categorical import categorical
 
 
@@ -27,8 +28,7 @@ class FirstHittingSampler:
     temperature: float = 1.0
 
     def __post_init__(self):
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
+        checks.real(self, "temperature")
 
     def start(self, hidden: torch.Tensor) -> FirstHittingState:
         return FirstHittingState(t=[1.0] * hidden.shape[0])

@@ -19,6 +19,14 @@ logits when a step changed nothing (MDLM's cache; valid for denoisers not condit
 K/V cache of denoisers that offer light reads (`kv_cache.py`), and the guarantee that canvas
 positions not equal to the mask id never change (a step that changes one is a ValueError naming the
 sampler and the place).
+
+The loop also refuses bad inputs, each with one line: a canvas that is not Long[B, N] with B, N >= 1;
+a denoiser that returns anything but a float tensor [B, N, V]; and a denoiser whose logits hold NaN or
++inf anywhere, or -inf for every token at a hidden place. Those stop the run at the step that read
+them (steps count from 0, as the samplers' states do), before a sampler turns them into tokens (an
+argmax of NaN is token 0) or into nothing (a draw that never lands on a token leaves the place hidden
+and the loop spinning). The finiteness flag is computed on the device and read with the loop's one
+read per step, so checking costs no extra host sync.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
+
+from .checks import is_integer
 
 
 class GenerationOutput(NamedTuple):
@@ -57,8 +67,11 @@ def generate(
     the denoiser is called at every step (its output may change with time alone); so is a denoiser
     whose `uses_progress` is true, and it also receives `progress=Float64[B]`.
     """
-    if canvas.dtype != torch.long or canvas.ndim != 2:
-        raise ValueError(f"canvas must be Long[B, N], got {canvas.dtype} {tuple(canvas.shape)}")
+    _check_canvas(canvas)
+    if not (is_integer(mask_id) and mask_id >= 1):
+        raise ValueError(f"mask_id must be an integer >= 1 (the vocabulary size V), got {mask_id!r}")
+    if not (is_integer(max_steps) and max_steps >= 1):
+        raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
     if ((canvas < 0) | (canvas > mask_id)).any():
         raise ValueError(f"canvas ids must lie in 0..{mask_id} (the mask id)")
     tokens = canvas.clone()
@@ -75,6 +88,7 @@ def generate(
     nfe = light = steps = 0
     logits = last = cache = None
     hidden = tokens == mask_id
+    broken = torch.zeros_like(hidden)  # places of the current logits that are not finite
     more = bool(hidden.any())
     while more:
         if steps >= max_steps:
@@ -85,8 +99,13 @@ def generate(
             if queries is not None:
                 queries = queries | (tokens != cache.tokens)  # a changed token's cached K/V is stale
                 part, cache = denoiser.light(tokens, queries, cache, **condition, **extra)
+                _check_logits(part, (None, mask_id), "light read")
                 logits = last.clone()
-                logits[queries] = part.to(logits.dtype)
+                try:
+                    logits[queries] = part.to(logits.dtype)
+                except RuntimeError:
+                    raise ValueError(f"the denoiser's light read returned {part.shape[0]} rows of logits for "
+                                     f"{int(queries.sum())} queried places") from None
                 light += 1
             else:
                 if cached:
@@ -94,25 +113,77 @@ def generate(
                 else:
                     logits = denoiser(tokens, **condition, **extra)
                 nfe += 1
-                if logits.shape[:2] != tokens.shape or logits.shape[-1] != mask_id:
-                    raise ValueError(
-                        f"denoiser returned {tuple(logits.shape)}; expected [B, N, V] = "
-                        f"[{tokens.shape[0]}, {tokens.shape[1]}, {mask_id}]"
-                    )
+                _check_logits(logits, (*tokens.shape, mask_id), "call")
             last = logits
-        new, state = sampler.step(logits, tokens, state, generator)
-        steps += 1
+            broken = _not_finite(logits, hidden)
+        try:
+            new, state = sampler.step(logits, tokens, state, generator)
+        except Exception:
+            if broken.any():  # read only on the way out: the sampler failed on the bad numbers
+                raise ValueError(_not_finite_message(broken, steps)) from None
+            raise
         changed = new != tokens
         moved = changed & fixed
         new_hidden = new == mask_id
-        # the loop's three decisions in one host sync per step, not one each
-        any_moved, any_changed, more = torch.stack([moved.any(), changed.any(), new_hidden.any()]).tolist()
+        # the loop's four decisions in one host sync per step, not one each
+        bad, any_moved, any_changed, more = torch.stack(
+            [broken.any(), moved.any(), changed.any(), new_hidden.any()]).tolist()
+        if bad:
+            raise ValueError(_not_finite_message(broken, steps))
+        steps += 1
         if any_moved:
             raise ValueError(_moved_message(sampler, moved, tokens, new))
         if any_changed:
             logits = None  # the input changed: the next step needs a fresh call
             tokens, hidden = new, new_hidden
     return GenerationOutput(tokens, nfe, state, steps, light)
+
+
+def _check_canvas(canvas) -> None:
+    if not isinstance(canvas, torch.Tensor):
+        raise ValueError(f"canvas must be a Long tensor [B, N], got {_kind(canvas)}")
+    if canvas.dtype != torch.long or canvas.ndim != 2:
+        raise ValueError(f"canvas must be Long[B, N], got {canvas.dtype} {tuple(canvas.shape)}")
+    if canvas.shape[0] < 1 or canvas.shape[1] < 1:
+        raise ValueError(f"canvas must hold at least one row and one position, got shape {tuple(canvas.shape)}")
+
+
+def _kind(value) -> str:
+    """What a value is, for a message: None, a list, a numpy.ndarray."""
+    if value is None:
+        return "None"
+    module = type(value).__module__.split(".")[0]
+    return f"a {type(value).__name__}" if module == "builtins" else f"a {module}.{type(value).__name__}"
+
+
+def _check_logits(out, shape: tuple, what: str) -> None:
+    """A denoiser's output must be a float tensor of `shape`: (B, N, V) for a call, (None, V) for a
+    light read of M places (M is checked where the logits are placed, without a read of the count)."""
+    want = f"[B, N, V] = [{', '.join(map(str, shape))}]" if len(shape) == 3 else f"[M, V] = [M, {shape[1]}]"
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"the denoiser's {what} returned {_kind(out)}; expected a float tensor {want}")
+    if not out.is_floating_point():
+        raise ValueError(f"the denoiser's {what} returned {out.dtype} logits; expected a float tensor {want}")
+    if out.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, out.shape, strict=False)):
+        raise ValueError(f"the denoiser's {what} returned shape {tuple(out.shape)}; expected {want}")
+
+
+def _not_finite(logits: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """Bool[B, N]: places whose logits hold NaN or +inf, or are -inf for every token where a token
+    must be drawn. One max over V finds all three, since the max of a row is NaN when any entry is."""
+    top = logits.amax(-1)  # [B, N]
+    return torch.isnan(top) | (top == float("inf")) | ((top == float("-inf")) & hidden)
+
+
+def _not_finite_message(broken: torch.Tensor, step: int, shown: int = 4) -> str:
+    rows, places = broken.nonzero(as_tuple=True)
+    b = int(rows[0])
+    mine = places[rows == b].tolist()
+    listed = ", ".join(map(str, mine[:shown])) + (", ..." if len(mine) > shown else "")
+    others = len(set(rows.tolist())) - 1
+    more = f"; {others} more row{'s' if others > 1 else ''}" if others else ""
+    return (f"the denoiser returned non-finite logits at step {step} (row {b}, "
+            f"position{'s' if len(mine) > 1 else ''} {listed}{more}): NaN, +inf, or -inf for every token")
 
 
 def _moved_message(sampler, moved: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> str:

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import checks
+
 KINDS = ("constant", "increasing", "decreasing")
 CONVENTIONS = {"s": lambda v: v, "1+t": lambda v: 1 + v, "w+1": lambda v: v + 1, "c+w": lambda v: 1 + v}
 
@@ -54,6 +56,8 @@ class GuidanceSchedule:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"guidance schedule must be one of {KINDS}, got {self.kind!r}")
+        checks.real(self, "scale", None)
+        checks.real(self, "min_scale", None)
 
     def __call__(self, progress: torch.Tensor | float) -> torch.Tensor:
         """progress r: Float64[B] (or a float) in [0, 1] -> scale s per row, Float64[B]."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import blocks
+from . import blocks, checks
 from .categorical import categorical
 from .confidence import confidence, log_probs
 from .select import commit_top
@@ -42,14 +42,10 @@ class LLaDASampler:
     temperature: float = 0.0
 
     def __post_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.block_length is not None and self.block_length < 1:
-            raise ValueError(f"block_length must be >= 1 or None, got {self.block_length}")
-        if self.remasking not in REMASKING:
-            raise ValueError(f"remasking must be one of {REMASKING}, got {self.remasking!r}")
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
+        checks.integer(self, "steps")
+        checks.integer(self, "block_length", none=True)
+        checks.one_of(self, "remasking", REMASKING)
+        checks.real(self, "temperature")
 
     def start(self, hidden: torch.Tensor) -> LLaDAState:
         per_row = []

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from ..layout import Layout
+from . import checks
 from .categorical import categorical, nucleus
 from .confidence import log_probs
 from .select import commit_top
@@ -55,20 +56,19 @@ class MagnetSampler:
     offset: int = 0
 
     def __post_init__(self):
-        if self.streams < 1 or self.length < 1:
-            raise ValueError(f"streams and length must be >= 1, got {self.streams} x {self.length}")
-        if len(self.steps) != self.streams or any(s < 1 for s in self.steps):
-            raise ValueError(f"steps must give one count >= 1 per stream ({self.streams}), got {self.steps}")
-        if not 1 <= self.span_len <= self.length:
-            raise ValueError(f"span_len must lie in [1, {self.length}], got {self.span_len}")
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must lie in (0, 1], got {self.top_p}")
-        if self.span_scoring not in SCORINGS:
-            raise ValueError(f"span_scoring must be one of {SCORINGS}, got {self.span_scoring!r}")
-        if self.offset < 0:
-            raise ValueError(f"offset must be >= 0, got {self.offset}")
+        checks.integer(self, "streams")
+        checks.integer(self, "length")
+        steps = self.steps
+        if not (isinstance(steps, (tuple, list)) and len(steps) == self.streams
+                and all(checks.is_integer(s) and s >= 1 for s in steps)):
+            raise ValueError(f"MagnetSampler: steps must be one integer >= 1 per stream ({self.streams} of them), "
+                             f"got {steps!r}")
+        checks.integer(self, "span_len", 1, self.length)
+        checks.real(self, "temperature")
+        checks.boolean(self, "anneal_temperature")
+        checks.real(self, "top_p", 0.0, 1.0, lo_open=True)
+        checks.one_of(self, "span_scoring", SCORINGS)
+        checks.integer(self, "offset", 0)
 
     @staticmethod
     def for_layout(layout: Layout, segment: str, steps: tuple[int, ...], **settings) -> MagnetSampler:

@@ -17,6 +17,7 @@ import torch
 
 from ..masking.base import hide_top
 from ..schedules import Schedule
+from . import checks
 from .categorical import categorical_logp, gumbel
 
 
@@ -35,12 +36,11 @@ class MaskGITSampler:
     order: str = "confidence"  # or "random"
 
     def __post_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.temperature < 0 or self.choice_temperature < 0:
-            raise ValueError("temperatures must be >= 0")
-        if self.order not in ("confidence", "random"):
-            raise ValueError(f"order must be 'confidence' or 'random', got {self.order!r}")
+        checks.integer(self, "steps")
+        checks.function(self, "schedule")
+        checks.real(self, "temperature")
+        checks.real(self, "choice_temperature")
+        checks.one_of(self, "order", ("confidence", "random"))
 
     def start(self, hidden: torch.Tensor) -> MaskGITState:
         return MaskGITState(step=0, n0=hidden.sum(1).tolist())

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..schedules import Schedule
-from . import blocks
+from . import blocks, checks
 from .categorical import categorical
 from .confidence import KINDS, confidence, log_probs
 from .select import commit_top
@@ -44,14 +44,11 @@ class RCRSampler:
     confidence: str = "probability"
 
     def __post_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.block_length is not None and self.block_length < 1:
-            raise ValueError(f"block_length must be >= 1 or None, got {self.block_length}")
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
-        if self.confidence not in KINDS:
-            raise ValueError(f"confidence must be one of {KINDS}, got {self.confidence!r}")
+        checks.integer(self, "steps")
+        checks.integer(self, "block_length", none=True)
+        checks.function(self, "schedule")
+        checks.real(self, "temperature")
+        checks.one_of(self, "confidence", KINDS)
 
     def start(self, hidden: torch.Tensor) -> RCRState:
         per_row = [max(1, self.steps // max(n, 1)) for n in blocks.blocks_per_row(hidden, self.block_length)]

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import checks
 from .categorical import categorical, categorical_logp, gumbel
 
 
@@ -47,14 +48,11 @@ class ReCAPSampler:
     temperature: float = 0.7
 
     def __post_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if not 0 <= self.pre_full <= self.steps:
-            raise ValueError(f"pre_full must lie in [0, steps], got {self.pre_full}")
-        if self.cache_steps < 0:
-            raise ValueError(f"cache_steps must be >= 0, got {self.cache_steps}")
-        if self.choice_temperature < 0 or self.temperature <= 0:
-            raise ValueError("choice_temperature must be >= 0 and temperature > 0")
+        checks.integer(self, "steps")
+        checks.integer(self, "pre_full", 0, self.steps)
+        checks.integer(self, "cache_steps", 0)
+        checks.real(self, "choice_temperature")
+        checks.real(self, "temperature", 0.0, lo_open=True)
 
     # schedules ---------------------------------------------------------------------------------
     def groups(self) -> list[list[int]]:

@@ -31,7 +31,7 @@ def sample_top(scores: torch.Tensor, counts: torch.Tensor, temperature: float,
                generator: torch.Generator | None = None) -> torch.Tensor:
     """`counts[b]` places drawn without replacement with probability softmax(scores / temperature);
     temperature 0 is `commit_top`. scores: [B, N] float (-inf: never); counts: Long[B] -> Bool[B, N]."""
-    if temperature < 0:
+    if not temperature >= 0:  # NaN too
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if temperature == 0:
         return commit_top(scores, counts, generator)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import blocks
+from . import blocks, checks
 from .categorical import categorical
 from .confidence import confidence, entropy, log_probs
 from .select import commit_top
@@ -38,16 +38,13 @@ class ThresholdSampler:
     temperature: float = 0.0
 
     def __post_init__(self):
-        if self.measure not in MEASURES:
-            raise ValueError(f"measure must be one of {MEASURES}, got {self.measure!r}")
-        if self.measure == "confidence" and not 0 < self.threshold <= 1:
-            raise ValueError(f"a confidence threshold must lie in (0, 1], got {self.threshold}")
-        if self.measure == "entropy" and self.threshold < 0:
-            raise ValueError(f"an entropy threshold must be >= 0 nats, got {self.threshold}")
-        if self.block_length is not None and self.block_length < 1:
-            raise ValueError(f"block_length must be >= 1 or None, got {self.block_length}")
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
+        checks.one_of(self, "measure", MEASURES)
+        if self.measure == "confidence":  # a probability
+            checks.real(self, "threshold", 0.0, 1.0, lo_open=True)
+        else:  # nats
+            checks.real(self, "threshold")
+        checks.integer(self, "block_length", none=True)
+        checks.real(self, "temperature")
 
     def start(self, hidden: torch.Tensor) -> ThresholdState:
         return ThresholdState(**blocks.start_cursor(hidden, self.block_length))

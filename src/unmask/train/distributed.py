@@ -28,6 +28,14 @@ The Trainer calls this module in one order:
    process group ends and every process but rank 0 exits. Evaluation, figures and reports that a
    recipe runs after `fit` therefore run once, on rank 0, with no change to the recipe. (A recipe
    that trains twice, a teacher then a student, trains the second time on rank 0 alone, with a warning.)
+A lost peer: every process waits at most `timeout` seconds (`train.timeout`, the process group's
+timeout) for the others at a collective, instead of PyTorch's 30 minutes. A collective that fails
+because another process died, froze or left (gloo's "Connection closed by peer", its timeout, NCCL's
+errors) becomes one `UnmaskError` line, "lost contact with another process ...", at the places the
+Trainer meets the others: `gradient_sync` (the forward and backward passes, where DDP broadcasts
+buffers and all-reduces gradients and FSDP gathers and scatters), `gather_over_processes` (the
+logged metrics), `full_tensor` (gathering a checkpoint) and `teardown`. Those take the step, when
+given, for the message. (NCCL's watchdog may end a process on a timeout before Python sees it.)
 On a GPU the forward pass runs under bf16 autocast (`autocast`) and weights, gradients and optimizer
 state stay float32; on a CPU everything is float32 unless `precision=bf16` asks for autocast there
 too (`precision=fp32` keeps a GPU in float32). One process starts no process group and wraps
@@ -40,8 +48,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import re
 import warnings
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -74,6 +84,7 @@ def _env_int(name: str, default: int) -> int:
 
 
 _ENDED = False  # set once training ended: the workers are gone and rank 0 carries on alone
+_TIMEOUT = 300.0  # seconds a collective waits for the others, as `setup` set it
 
 
 def world_size() -> int:
@@ -99,10 +110,12 @@ def print0(*args, **kwargs) -> None:
         print(*args, **kwargs)
 
 
-def setup(device: torch.device | None = None) -> Processes:
+def setup(device: torch.device | None = None, timeout: float = 300.0) -> Processes:
     """Start the process group once. A process that torchrun did not start trains on `device` (the
     objective's own). Under torchrun every process takes `cuda:LOCAL_RANK` when this node has a GPU
-    for each of its processes (NCCL), else the CPU (gloo); `--nproc_per_node=1` is one GPU."""
+    for each of its processes (NCCL), else the CPU (gloo); `--nproc_per_node=1` is one GPU.
+    `timeout`: seconds a process waits for the others, at the start and at every collective."""
+    global _TIMEOUT
     world = world_size()
     if _ENDED:
         warnings.warn("a second training in this run goes on in one process: the others left when the "
@@ -118,15 +131,64 @@ def setup(device: torch.device | None = None) -> Processes:
         device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
+        _TIMEOUT = float(timeout)
+        try:
+            dist.init_process_group(backend, device_id=device if device.type == "cuda" else None,
+                                    timeout=timedelta(seconds=timeout))
+        except dist.DistError as e:  # the rendezvous: a process that never came
+            raise UnmaskError(f"could not reach the other processes (this is rank {rank()} of {world}) within "
+                              f"train.timeout={timeout:g} s: {_first_line(e)}") from e
     return Processes(rank(), local, world, device)
+
+
+# a collective's error that means another process is gone or frozen, not a bug in this one
+_LOST = ("timed out", "timeout", "connection closed", "connection reset", "connection refused", "broken pipe",
+         "aborted", "nccl error", "remote process exited")
+
+
+def _first_line(error: BaseException) -> str:
+    """The first sentence of an error, without the C++ source location gloo puts in front."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    text = re.sub(r"^\[[^\]]*\]\s*", "", text)
+    return text.split(". ")[0].rstrip(".")
+
+
+def lost_peer(error: BaseException) -> bool:
+    """Whether `error`, raised while processes talk, says that another process died, froze or left."""
+    if not isinstance(error, RuntimeError):  # torch.distributed's DistError is a RuntimeError too
+        return False
+    text = str(error).lower()
+    return isinstance(error, (dist.DistBackendError, dist.DistNetworkError)) or any(s in text for s in _LOST)
+
+
+def lost_contact(error: BaseException, step: int | None = None) -> UnmaskError:
+    """The one line a lost peer ends the run with."""
+    first = _first_line(error)
+    timed_out = "timed out" in first.lower() or "timeout" in first.lower()
+    why = f"no reply within train.timeout={_TIMEOUT:g} s ({first})" if timed_out else first
+    at = f" at step {step}" if step is not None else ""
+    return UnmaskError(f"lost contact with another process (this is rank {rank()} of {world_size()}){at}: "
+                       f"{why}; the last checkpoint is kept")
+
+
+@contextlib.contextmanager
+def peers(step: int | None = None):
+    """Within the block, a collective that fails because another process died or froze raises
+    `lost_contact` (naming `step` when given); every other error passes unchanged."""
+    try:
+        yield
+    except RuntimeError as e:
+        if dist.is_initialized() and lost_peer(e):
+            raise lost_contact(e, step) from e
+        raise
 
 
 def teardown() -> None:
     """End the process group once training ends; what follows runs on rank 0 alone."""
     global _ENDED
     if dist.is_initialized():
-        dist.barrier()
+        with peers():
+            dist.barrier()
         dist.destroy_process_group()
         _ENDED = True
 
@@ -177,15 +239,17 @@ def micro_batches(batch_size: int, micro_batch: int, world: int, rank: int) -> t
 
 
 @contextlib.contextmanager
-def gradient_sync(module: nn.Module, sync: bool):
-    """Reduce gradients across processes only in the last micro-batch's backward pass."""
-    if isinstance(module, nn.parallel.DistributedDataParallel) and not sync:
-        with module.no_sync():
-            yield
-        return
-    if hasattr(module, "set_requires_gradient_sync"):  # an FSDP2 module
-        module.set_requires_gradient_sync(sync)
-    yield
+def gradient_sync(module: nn.Module, sync: bool, step: int | None = None):
+    """Reduce gradients across processes only in the last micro-batch's backward pass. Wraps the
+    forward and backward pass of a micro-batch, so a peer lost there is `lost_contact` at `step`."""
+    with peers(step):
+        if isinstance(module, nn.parallel.DistributedDataParallel) and not sync:
+            with module.no_sync():
+                yield
+            return
+        if hasattr(module, "set_requires_gradient_sync"):  # an FSDP2 module
+            module.set_requires_gradient_sync(sync)
+        yield
 
 
 def uses_bf16(device: torch.device, precision: str = "auto") -> bool:
@@ -205,13 +269,14 @@ def autocast(device: torch.device, precision: str = "auto"):
     return contextlib.nullcontext()
 
 
-def gather_over_processes(values: torch.Tensor, procs: Processes) -> torch.Tensor:
+def gather_over_processes(values: torch.Tensor, procs: Processes, step: int | None = None) -> torch.Tensor:
     """[W, *shape]: every process's `values` (on this process's device), row r from rank r. Every
     process must call it. Nothing is read to the host: the caller reads the result once."""
     if procs.world == 1:
         return values.unsqueeze(0)
     rows = [torch.empty_like(values) for _ in range(procs.world)]
-    dist.all_gather(rows, values.contiguous())
+    with peers(step):
+        dist.all_gather(rows, values.contiguous())
     return torch.stack(rows)
 
 
@@ -224,7 +289,8 @@ def _is_dtensor(t) -> bool:
 def full_tensor(t: torch.Tensor) -> torch.Tensor:
     """A whole tensor on the CPU; FSDP shards are gathered (every process must call it)."""
     if _is_dtensor(t):
-        t = t.full_tensor()
+        with peers():
+            t = t.full_tensor()
     return t.detach().cpu()
 
 
