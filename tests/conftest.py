@@ -33,6 +33,18 @@ TINY = {
 }
 
 
+def merged(base: list[str], *changes: str) -> list[str]:
+    """`base` (dotted key=value settings) with `changes` put in place of the same keys: a key may be
+    given only once."""
+    keys = {c.split("=", 1)[0] for c in changes}
+    return [s for s in base if s.split("=", 1)[0] not in keys] + list(changes)
+
+
+def tiny(name: str, *changes: str) -> list[str]:
+    """TINY[name] with `changes` in place of the same keys."""
+    return merged(TINY[name], *changes)
+
+
 class Ran(NamedTuple):
     code: int
     out: str

@@ -79,7 +79,7 @@ def test_train_eval_sample_end_to_end(chorales, tmp_path, capsys):
     assert "(real_windows.notes_per_beat) |" in report and "`midi/`" in report
     assert main(["eval", str(run), "sampler.name=maskgit", "eval.unconditional=3"]) == 0
     assert json.loads((run / "metrics.json").read_text())["given_soprano_unchanged"] == 1.0
-    out = tmp_path / "elsewhere" / "x.wav"  # the recipe's suffix wins; nothing is looked up beside it
+    out = tmp_path / "elsewhere" / "x"  # the recipe's suffix is added; nothing is looked up beside it
     capsys.readouterr()
     assert main(["sample", str(run), "--n", "4", "--out", str(out)]) == 0
     assert capsys.readouterr().out == f"wrote {out.with_suffix('.mid')}\n"

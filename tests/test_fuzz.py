@@ -28,8 +28,10 @@ DIGITS = get("digits")
 
 
 def fields():
-    """(dotted key, field, type) of every setting `train digits` takes, in every section."""
-    return leaves(DIGITS().settings)
+    """(dotted key, field, type) of every setting `train digits` takes, in every section, but free
+    text (a path such as data.source, refused when it is read)."""
+    return [(k, f, kind) for k, f, kind in leaves(DIGITS().settings)
+            if kind is not str or f.metadata.get("choices")]
 
 
 def bad_value(rng: random.Random, f, kind) -> str:

@@ -181,7 +181,7 @@ def test_genmol_recipe_trains_evaluates_and_samples(genmol_run, tmp_path, capsys
     assert "| validity | " in report and "(ar_validity) | higher |" in report and "(ar_mean_sa) | lower |" in report
     assert main(["eval", str(run), "eval.n_samples=6", "sampler.temperature=0.5", "eval.lead_rounds=1"]) == 0
     assert len((run / "denovo_ar.tsv").read_text().splitlines()) == 6
-    out = tmp_path / "elsewhere" / "s.txt"  # nothing is looked up beside `out`; the suffix is the recipe's
+    out = tmp_path / "elsewhere" / "s"  # nothing is looked up beside `out`; the recipe's suffix is added
     capsys.readouterr()
     assert main(["sample", str(run), "--n", "4", "--out", str(out)]) == 0
     assert capsys.readouterr().out == f"wrote {out.with_suffix('.tsv')}\n"

@@ -301,8 +301,10 @@ def test_loading_never_unpickles(tmp_path):
     Trainer(objective(), data(), TrainConfig(steps=1, batch_size=8), tmp_path, RUN, progress=False).fit()
     ckpt = latest_checkpoint(tmp_path)
     torch.save(_Bomb(tmp_path / "exploded"), ckpt / "extra.pt")
-    load_checkpoint(ckpt)
-    Trainer(objective(), data(), TrainConfig(steps=2, batch_size=8), tmp_path, RUN, progress=False).fit()
+    with pytest.raises(UnmaskError, match="extra.pt is in the folder but not in state.json"):
+        load_checkpoint(ckpt)
+    with pytest.raises(UnmaskError, match="no checkpoint .* is whole"):
+        Trainer(objective(), data(), TrainConfig(steps=2, batch_size=8), tmp_path, RUN, progress=False).fit()
     assert not (tmp_path / "exploded").exists()
 
 

@@ -146,6 +146,8 @@ def apply_overrides(cfg, overrides: list[str], allowed_sections: tuple[str, ...]
             raise _unknown(key, known)
         if allowed_sections is not None and key.split(".", 1)[0] not in allowed_sections:
             raise UnmaskError(f"{key} cannot change here; only {', '.join(s + '.*' for s in allowed_sections)} can")
+        if key in changes:
+            raise UnmaskError(f"{key} is given twice ({key}={changes[key]} and {item.strip()}); give it once")
         changes[key] = text.strip()
     new = _replace(cfg, changes, "")
     validate(new)

@@ -30,7 +30,9 @@ from ..config import apply_overrides, from_dict, option, to_dict, validate
 from ..errors import UnmaskError
 from ..sampling.named import NAMES, named_sampler
 from ..seeding import seeded
-from ..train import TrainConfig, fit
+from ..train import TrainConfig, board, fit
+from ..train.lock import hold
+from .memory import check_fits
 from .report import Report, all_metrics
 from .run import Run
 
@@ -78,6 +80,7 @@ class Recipe:
             raise TypeError(f"{self.name} takes {self.Settings.__name__}, got {type(self.settings).__name__}")
         validate(self.settings)
         self.check()
+        check_fits(self.settings, self.name)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.settings!r})"
@@ -132,7 +135,9 @@ class Recipe:
         shape = ""
         if isinstance(size, TransformerSettings):
             shape = f", width {size.dim}, depth {size.depth}"
-        return (f"Recipe `{self.name}` ({', '.join(self.papers)}): {t.steps} steps of {t.batch_size} examples"
+        done = getattr(self, "trained_steps", None)
+        steps = f"{t.steps}" if done in (None, t.steps) else f"{done} of {t.steps} (stopped early)"
+        return (f"Recipe `{self.name}` ({', '.join(self.papers)}): {steps} steps of {t.batch_size} examples"
                 f"{shape}, seed {t.seed}.")
 
     def objective(self, role: str = "main") -> nn.Module:
@@ -151,7 +156,8 @@ class Recipe:
     def fit(self, run: Run, objective: nn.Module, data: dict, role: str = "main",
             train: TrainConfig | None = None) -> nn.Module:
         """Train `objective` on `data` in `run` with the one Trainer (resuming what is there)."""
-        return fit(objective, data, train or self.settings.train, run.folder, self.run_config(role), run.progress)
+        return fit(objective, data, train or self.settings.train, run.folder, self.run_config(role), run.progress,
+                   run.changes)
 
     def train(self, run: Run) -> dict:
         """Train, then evaluate. Under torchrun only rank 0 returns from `fit` and evaluates."""
@@ -160,10 +166,16 @@ class Recipe:
         return self.evaluate(run, self.fit(run, objective, data))
 
     def evaluate(self, run: Run, objective: nn.Module) -> dict:
-        """Measure, then write metrics.json and report.md into the run."""
+        """Measure, then write metrics.json and report.md into the run (and TensorBoard events with
+        `train.log=tensorboard`). The report gives the steps the evaluated checkpoint was trained for."""
         objective.eval()
-        metrics = self.measure(run, objective)
-        run.write_results(metrics, self.report(metrics))
+        with hold(run.folder):
+            metrics = self.measure(run, objective)
+            self.trained_steps = run.trained_step()
+            report = self.report(metrics)
+            run.write_results(metrics, report)
+            if self.settings.train.log == "tensorboard":
+                board.write_results(run.folder, self.trained_steps or 0, metrics, report.figures)
         return metrics
 
     def load(self, run: Run, role: str = "main") -> nn.Module:

@@ -28,6 +28,7 @@ from .report import Report, render
 class Run:
     folder: Path
     progress: bool = True  # progress bars for long work
+    changes: frozenset = frozenset()  # settings a resumed run may change from its checkpoint's (train.steps)
 
     def __post_init__(self):
         object.__setattr__(self, "folder", Path(self.folder))
@@ -44,7 +45,14 @@ class Run:
 
     def sub(self, name: str) -> Run:
         """A run of its own inside this one (a teacher, a baseline)."""
-        return Run(self.folder / name, self.progress)
+        return Run(self.folder / name, self.progress, self.changes)
+
+    def trained_step(self) -> int | None:
+        """The step of the newest whole checkpoint (what `load` evaluates), or None."""
+        from ..train.checkpoint import newest_whole
+
+        ckpt, _ = newest_whole(self.folder)
+        return None if ckpt is None else int(json.loads((ckpt / "state.json").read_text())["step"])
 
     def write_json(self, name: str, obj) -> Path:
         path = self.file(name)

@@ -4,8 +4,12 @@
 A checkpoint is a folder `checkpoints/step_00001234/`. It is written whole into a hidden temporary
 folder, every file fsynced, then renamed into place and the parent folder fsynced, so a crash leaves
 either the old set or the new one (and at worst a hidden `.tmp-*` folder, removed by the next save).
-`state.json` records each file's SHA-256 and its own; a folder whose files do not match is skipped,
-with a warning, in favour of the previous one.
+`state.json` is the manifest: it lists every other file of the folder with its size and SHA-256
+(read in chunks, never whole into memory), and its own checksum. A folder is whole only if it holds
+exactly the files its manifest lists, each matching; anything else (a missing, changed or extra file,
+a manifest without its checksum) is skipped, with a warning, in favour of the previous checkpoint. A
+write that fails (a full disk) removes its temporary folder and leaves the earlier checkpoints as
+they were.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ def _fsync(path: Path) -> None:
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()  # streams in chunks
 
 
 def _state_digest(state: dict) -> str:
@@ -76,21 +81,12 @@ def save_checkpoint(
             os.replace(stale, kept)  # killed between the two renames below: the old one goes back
         else:
             shutil.rmtree(stale, ignore_errors=True)
-    tmp.mkdir()
-    files = {}
-    for name, tensor_dict in tensors.items():
-        path = tmp / f"{name}.safetensors"
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensor_dict.items()}, str(path))
-        _fsync(path)
-        files[path.name] = _sha256(path)
-    (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-    _fsync(tmp / "config.json")
-    files["config.json"] = _sha256(tmp / "config.json")
-    state = {**state, "step": step, "files": files}
-    state["state_sha256"] = _state_digest(state)
-    (tmp / "state.json").write_text(json.dumps(state, indent=2))
-    _fsync(tmp / "state.json")
-    _fsync(tmp)
+    try:
+        _write_folder(tmp, tensors, config, state, step)
+    except (OSError, SafetensorError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
+        raise UnmaskError(f"could not write checkpoint {final}: {reason}; the earlier checkpoints are kept") from None
     if final.exists():  # the same step again: move the old one aside first, never delete it first
         old = root / f".tmp-old-{PREFIX}{step:08d}"
         os.replace(final, old)
@@ -104,6 +100,24 @@ def save_checkpoint(
     return final
 
 
+def _write_folder(tmp: Path, tensors: dict, config: dict, state: dict, step: int) -> None:
+    """Every file of a checkpoint into `tmp`, fsynced, with the manifest last."""
+    tmp.mkdir()
+    files, sizes = {}, {}
+    for name, tensor_dict in tensors.items():
+        path = tmp / f"{name}.safetensors"
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensor_dict.items()}, str(path))
+    (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    for path in sorted(tmp.iterdir()):
+        _fsync(path)
+        files[path.name], sizes[path.name] = _sha256(path), path.stat().st_size
+    state = {**state, "step": step, "files": files, "sizes": sizes}
+    state["state_sha256"] = _state_digest(state)
+    (tmp / "state.json").write_text(json.dumps(state, indent=2))
+    _fsync(tmp / "state.json")
+    _fsync(tmp)
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
@@ -112,22 +126,36 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def verify(ckpt: Path) -> str | None:
-    """None if the checkpoint is whole, else what is wrong with it."""
+    """None if the checkpoint is whole (exactly the files its manifest lists, each of the listed size
+    and checksum, and the manifest's own checksum right), else what is wrong with it."""
     try:
         state = json.loads((ckpt / "state.json").read_text())
     except (OSError, ValueError) as e:
         return f"state.json unreadable ({e.__class__.__name__})"
-    if not (isinstance(state, dict) and isinstance(state.get("files"), dict) and isinstance(state.get("step"), int)):
+    if not (isinstance(state, dict) and isinstance(state.get("files"), dict) and isinstance(state.get("step"), int)
+            and not isinstance(state["step"], bool)):
         return "state.json lacks its step or its file checksums"
-    if "state_sha256" in state and state["state_sha256"] != _state_digest(state):
+    if "state_sha256" not in state:
+        return "state.json has no checksum of its own"
+    if state["state_sha256"] != _state_digest(state):
         return "state.json does not match its checksum"
     for name in REQUIRED:
         if name not in state["files"]:
             return f"state.json lists no {name}"
+    try:
+        present = {p.name for p in ckpt.iterdir()} - {"state.json"}
+    except OSError as e:
+        return f"the folder cannot be listed ({e.__class__.__name__})"
+    listed = set(state["files"])
+    if present - listed:
+        return f"{sorted(present - listed)[0]} is in the folder but not in state.json"
+    sizes = state.get("sizes") if isinstance(state.get("sizes"), dict) else {}
     for name, digest in state["files"].items():
         path = ckpt / name
-        if not path.is_file():
+        if "/" in name or name.startswith(".") or not path.is_file():
             return f"{name} is missing"
+        if name in sizes and path.stat().st_size != sizes[name]:
+            return f"{name} has {path.stat().st_size} bytes, not the {sizes[name]} state.json lists"
         if _sha256(path) != digest:
             return f"{name} does not match its checksum"
     return None
@@ -159,9 +187,10 @@ def load_checkpoint(ckpt: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dic
     if problem:
         raise UnmaskError(f"checkpoint {ckpt} cannot be loaded: {problem}")
     try:
-        tensors = {p.stem: load_file(str(p)) for p in sorted(ckpt.glob("*.safetensors"))}
-        config = json.loads((ckpt / "config.json").read_text())
         state = json.loads((ckpt / "state.json").read_text())
+        tensors = {Path(name).stem: load_file(str(ckpt / name)) for name in sorted(state["files"])
+                   if name.endswith(".safetensors")}
+        config = json.loads((ckpt / "config.json").read_text())
     except (OSError, ValueError, SafetensorError) as e:
         raise UnmaskError(f"checkpoint {ckpt} cannot be loaded: {str(e).splitlines()[0]}") from None
     if not isinstance(config, dict):
