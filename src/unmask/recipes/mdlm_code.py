@@ -85,6 +85,8 @@ class MdlmCode(CodeRecipe):
         metrics |= {f"bound_{k}": v for k, v in variance.items()}
         cases = code_eval.infill_cases(corpus, length, s.eval.infill_cases)
         metrics["infill_cases"] = len(cases)
+        if not cases:  # user data without held-out Python functions
+            return metrics
         metrics["infill_parse_unigram"] = code_eval.unigram_infill(cases, corpus, length, seed)
         bodies, parsed = {}, {}
         for name, sampler in s.sampler.samplers().items():
