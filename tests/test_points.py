@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import merged
 from unmask.cli import main
 from unmask.data import points as shapes
 from unmask.errors import UnmaskError
@@ -258,7 +259,7 @@ def test_recipe_is_registered_with_typed_settings():
     with pytest.raises(UnmaskError, match="objective.variant='pointnet' is not allowed"):
         PointMAEShapes().with_overrides(["objective.variant=pointnet"])
     with pytest.raises(UnmaskError, match="data.groups=8 and data.group_size=200 must not exceed data.points=96"):
-        PointMAEShapes().with_overrides(TINY + ["data.group_size=200"])
+        PointMAEShapes().with_overrides(merged(TINY, "data.group_size=200"))
     s = PointMAEShapes().settings  # the defaults of the recipe before sections
     assert (s.train.steps, s.train.batch_size, s.train.lr, s.train.warmup) == (1000, 32, 1e-3, 50)
     assert (s.data.points, s.data.groups, s.data.group_size, s.data.train_per_class, s.data.test_per_class) == \

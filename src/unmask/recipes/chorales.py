@@ -14,6 +14,11 @@ the near-certain HOLD tokens first and ends with long held chords (docs/music.md
     unmask train chorales --out runs/chorales               # parse (cached), train, evaluate, write MIDI
     unmask eval runs/chorales sampler.name=first-hitting    # metrics.json, report.md and midi/ again
     unmask sample runs/chorales --n 8                       # eight unconditional windows as samples.mid
+    unmask train chorales data.source=my_quartets/ --out runs/mine   # your own MIDI / MusicXML (docs/data.md)
+
+With `data.source` the pieces are the user's (`data/user_music.py`: the first four parts of each
+file as soprano, alto, tenor and bass, on the same grid; a hash split as the chorales'); each must
+be at least a window long.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import torch
 
 from ..config import option, section
 from ..data import music
+from ..data.user_music import read_music
 from ..eval import music as music_eval
 from ..masking.tracks import TrackMask
 from ..nn import MaskedTokenModel, ModelConfig
@@ -51,6 +57,8 @@ class Data:
     hop: int = option(4, lo=1, help="steps between training windows")
     transpose: int = option(0, lo=0, hi=6, help="also train on every window moved -transpose..transpose-1 semitones")
     cache: str = option("", help="folder of the parsed-corpus cache; empty: the run folder")
+    source: str = option("", help="your music: a folder of MIDI (.mid, .midi) or MusicXML (.musicxml, .xml, "
+                                  ".mxl) files of four parts; empty: music21's Bach chorales")
 
 
 @dataclass(frozen=True)
@@ -130,9 +138,20 @@ class Chorales(Recipe):
         return memo(("chorales", str(where.resolve()), d.grid),
                     lambda: music.load_corpus(where, steps_per_quarter=d.grid, progress=run.progress))
 
+    def split(self, run) -> tuple[list[music.Chorale], list[music.Chorale]]:
+        """(train, held out): the chorales split by name, or the user's pieces of `data.source` (what was
+        read and skipped written as RUN/data.json)."""
+        d = self.settings.data
+        if not d.source:
+            return music.split(self.corpus(run))
+        pieces = memo(("user-music", d.source, d.grid, d.window),
+                      lambda: read_music(d.source, steps_per_quarter=d.grid, min_steps=d.window))
+        run.write_json("data.json", pieces.to_dict())
+        return pieces.split()
+
     def training_data(self, run) -> dict:
         d = self.settings.data
-        train_set, _ = music.split(self.corpus(run))
+        train_set, _ = self.split(run)
         shifts = range(-d.transpose, d.transpose) if d.transpose else (0,)
         return {"tokens": music.windows(train_set, d.window, d.hop, shifts)}
 
@@ -147,7 +166,7 @@ class Chorales(Recipe):
     def measure(self, run, objective: MaskedTokenModeling) -> dict:
         s, grid, window = self.settings, self.settings.data.grid, self.settings.data.window
         model = objective.model.eval()
-        train_set, test = music.split(self.corpus(run))
+        train_set, test = self.split(run)
 
         def fresh():  # each part draws from its own generator, so its figures do not move with the others'
             return torch.Generator().manual_seed(s.train.seed)
@@ -194,13 +213,17 @@ class Chorales(Recipe):
         grid = "eighth" if s.data.grid == 2 else "sixteenth"
         setup = (f"{self.setup()} Windows of {s.data.window} {grid} steps, GETMusic's track masking; sampler "
                  f"`{s.sampler.name}` ({s.sampler.steps} steps per window, temperature {s.sampler.temperature}).")
+        if s.data.source:
+            setup += (f" Music: `{s.data.source}`, the first four parts of each file as soprano, alto, tenor and "
+                      "bass; held out by hash of the path.")
         harmonised = Table(
             tuple(Metric(f"model.{k}", label, f"unigram.{k}", better) for k, label, better in COLUMNS),
             "Harmonisation: model against the unigram baseline",
             f"{metrics.get('held_out_chorales')} held-out chorales ({metrics.get('held_out_beats', 0):.0f} beats), "
             f"soprano given, alto, tenor and bass generated ({s.eval.harmonies} draws each); metrics over A, T, B.")
         bach = Table(tuple(Metric(f"real.{k}", label) for k, label, _ in COLUMNS),
-                     "Bach's own alto, tenor and bass, scored by the same code")
+                     f"{'The held-out pieces' if s.data.source else 'Bach'}'s own alto, tenor and bass, scored by "
+                     "the same code")
         unconditional = Table(
             tuple(Metric(f"model_unconditional.{k}", label, f"real_windows.{k}") for k, label, _ in COLUMNS[2:]),
             "Unconditional: model against the held-out chorales' own windows",

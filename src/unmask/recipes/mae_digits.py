@@ -34,10 +34,19 @@ train the teacher as a run of its own and pass it as `objective.teacher_run`.
     unmask train mae-digits objective.variant=hpm objective.masker=random --out runs/hpm
     unmask eval runs/mae-digits
     unmask sample runs/mae-digits --n 8                    # visible patches / reconstruction / truth
+    unmask train mae-digits data.source=my_digits/ --out runs/mae-mine   # your own images (docs/data.md)
+    unmask train mae-digits model.cls_token=true --out runs/mae-cls      # ViTMAE's layout:
+    unmask export runs/mae-cls --to hf out/mae                           # ViTMAEForPreTraining (docs/export.md)
+    unmask train mae-digits model.cls_token=true model.init=out/mae --out runs/mae-more
+
+With `data.source` the images are the user's (`data/user_images.py`, as in the `digits` recipe); the
+probes use the classes of their subfolders. Without labels there is nothing to probe: the run
+reports the objective on the held-out images instead (`probed.py`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +58,7 @@ from ..errors import UnmaskError
 from ..masking import BlockMask, ColorMask, RandomMask
 from ..masking.color import COLOURS
 from ..nn.mae import MAEConfig, MaskedAutoencoder, MaskedEncoder
+from ..nn.vitmae_hf import load_vitmae_folder
 from ..objectives.dmjd import DisjointMaskingJointDistillation
 from ..objectives.hpm import HardPatchMining
 from ..objectives.lut import UnmaskedTokenLearning
@@ -60,6 +70,7 @@ from ..objectives.mto import MaskedTokenOptimization
 from ..objectives.selective_mae import SelectiveMaskedAutoencoding
 from ..objectives.umd import UnifiedMaskedDiffusion
 from ..train import TrainConfig
+from .digits import ImageData
 from .probed import AutoencoderSettings, ProbedRecipe, ProbedSettings, ProbeSet
 from .run import Run
 
@@ -67,12 +78,15 @@ MASKERS = ("random", "block", *COLOURS)
 VARIANTS = ("mae", "hpm", "lut", "mr-mae", "maskalign", "dmjd", "mfm", "selective", "umd", "mto", "replace")
 TEACHER_VARIANTS = ("mr-mae", "maskalign")
 OWN_MASKS = ("hpm", "mfm", "selective")  # variants whose masks are part of the method
+NO_INIT = ("maskalign", "mfm", "mto", "replace")  # no drop-hidden MaskedAutoencoder that ViTMAE weights fit
 
 
 @dataclass(frozen=True)
 class Model(AutoencoderSettings):
     patch: int = option(2, choices=(1, 2, 4), help="patch side in pixels")
     decoder_depth: int = option(2, lo=0, help="decoder blocks")
+    cls_token: bool = option(False, help="a class token before the patches, as ViTMAE has (export --to hf needs it)")
+    init: str = option("", help="a ViTMAEForPreTraining folder (safetensors) to start from; needs model.cls_token=true")
 
 
 @dataclass(frozen=True)
@@ -89,12 +103,18 @@ class Objective:
 class Settings(ProbedSettings):
     train: TrainConfig = section(TrainConfig(steps=1000, batch_size=128, lr=1e-3, warmup=100))
     model: Model = section(Model())
+    data: ImageData = section(ImageData())
     objective: Objective = section(Objective())
 
 
 def images(split: str) -> torch.Tensor:
     """Float[M, 1, 8, 8] in [0, 1]."""
-    return digits.load(split).images.float().div(digits.LEVELS - 1).view(-1, 1, 8, 8)
+    return as_input(digits.load(split).images)
+
+
+def as_input(levels: torch.Tensor) -> torch.Tensor:
+    """Long[M, 64] grey levels 0..16 -> Float[M, 1, 8, 8] in [0, 1]."""
+    return levels.float().div(digits.LEVELS - 1).view(-1, 1, 8, 8)
 
 
 class MAEDigits(ProbedRecipe):
@@ -111,11 +131,15 @@ class MAEDigits(ProbedRecipe):
         o = self.settings.objective
         if o.variant in OWN_MASKS and o.masker != "random":
             raise UnmaskError(f"objective.variant={o.variant!r} chooses its own masks; leave objective.masker=random")
+        if self.settings.model.init and (o.variant in NO_INIT or not self.settings.model.cls_token):
+            raise UnmaskError("model.init loads a ViTMAE (class token, hidden patches dropped): set "
+                              f"model.cls_token=true and a variant other than {', '.join(NO_INIT)}")
 
     def model_config(self) -> MAEConfig:
         m = self.settings.model
         hide = "replace" if self.settings.objective.variant in ("mto", "replace") else "drop"
-        return m.mae_config(image_size=(8, 8), channels=1, patch=m.patch, hide=hide)
+        return dataclasses.replace(m.mae_config(image_size=(8, 8), channels=1, patch=m.patch, hide=hide),
+                                   cls_token=m.cls_token)
 
     def masker(self):
         o = self.settings.objective
@@ -158,12 +182,27 @@ class MAEDigits(ProbedRecipe):
             return self.plain().build()
         return super().build_role(role)
 
+    def split(self, split: str, run: Run | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images Float[M, 1, 8, 8], labels Long[M]) of a split: the embedded digits or the user's."""
+        if not self.settings.data.source:
+            return images(split), digits.load(split).labels
+        levels, labels = self.settings.data.read(run).part(split)
+        return as_input(levels), labels
+
+    def labelled(self) -> bool:
+        return not self.settings.data.source or self.settings.data.read().labelled
+
     def training_data(self, run: Run) -> dict:
-        return {"images": images("train")}
+        return {"images": self.split("train", run)[0]}
+
+    def heldout_batch(self) -> dict:
+        return {"images": self.split("test")[0]}
 
     def prepare(self, run: Run, objective, data: dict) -> None:
         if self.settings.objective.variant in TEACHER_VARIANTS:
             objective.teacher.load_state_dict(self.teacher(run, data).state_dict())
+        if self.settings.model.init and run.trained_step() is None:  # a resumed run keeps its checkpoint's weights
+            load_vitmae_folder(objective.model, self.settings.model.init)
 
     def teacher(self, run: Run, data: dict) -> MaskedEncoder:
         """The teacher of mr-mae and maskalign: the encoder of `objective.teacher_run`, or of a plain
@@ -183,12 +222,15 @@ class MAEDigits(ProbedRecipe):
         return model.encoder
 
     def probe_set(self, split: str) -> ProbeSet:
-        return ProbeSet(images(split), {"": digits.load(split).labels})
+        x, labels = self.split(split)
+        return ProbeSet(x, {"": labels})
 
     def details(self) -> str:
-        m, o = self.settings.model, self.settings.objective
+        m, o, d = self.settings.model, self.settings.objective, self.settings.data
+        held_out = (f"Images: `{d.source}` at 8x8, 17 grey levels; held-out split by hash of the path "
+                    f"({int(d.read().held_out.sum())} images)." if d.source else "Held-out split (360 digits).")
         return (f"Patch {m.patch}, ratio {o.ratio}, norm-pix {o.norm_pix}, masker {o.masker}, variant {o.variant}. "
-                "Held-out split (360 digits).")
+                f"{held_out}")
 
     @torch.no_grad()
     def sample(self, run: Run, objective, n: int, out: Path) -> Path:
@@ -200,7 +242,8 @@ class MAEDigits(ProbedRecipe):
         variant, patch = self.settings.objective.variant, self.settings.model.patch
         if not isinstance(objective, MaskedAutoencoding) or variant == "umd":
             raise UnmaskError(f"sample draws pixel reconstructions; variant {variant!r} does not make them")
-        x = images("test")[:n]
+        x = self.split("test")[0][:n]
+        n = len(x)
         mask = objective.draw_mask(len(x), torch.Generator().manual_seed(self.settings.train.seed))
         pred = objective.model(x, mask)
         patches = patchify(x, patch)

@@ -19,6 +19,12 @@ of held-out clouds: logistic regression and kNN, with all labels and with 10 lab
     unmask train pointmae-shapes objective.variant=pointcmae --out runs/pointcmae   # about 4 minutes
     unmask eval runs/pointmae
     unmask sample runs/pointmae --n 5                         # visible / filled in / truth
+    unmask train pointmae-shapes data.source=scans/ --out runs/pointmae-mine   # your own clouds (docs/data.md)
+
+With `data.source` the clouds are the user's (`data/user_points.py`: resampled to `data.points`,
+normalised as the shapes are, classes from subfolders, a hash split); the shape settings
+(`data_seed`, `train_per_class`, `test_per_class`) are then unused. Without labels there is nothing
+to probe: the run reports the objective on the held-out clouds instead (`probed.py`).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import torch
 
 from ..config import option, section
 from ..data import points as shapes
+from ..data.user_points import UserClouds, read_points
 from ..errors import UnmaskError
 from ..eval.probe import pooled_features
 from ..nn.mae import MAEConfig
@@ -54,6 +61,9 @@ class Model(AutoencoderSettings):
 
 @dataclass(frozen=True)
 class Data:
+    source: str = option("", help="your clouds: a .npy array [N, P, 3], or a folder of .npy files [P, 3] (one "
+                                  "class per subfolder); empty: shapes sampled at run time")
+    labels: str = option("", help="a .npy of one label (integer or string) per cloud of a .npy array source")
     data_seed: int = option(0, lo=0, help="seed of the clouds: the same clouds for every variant and train.seed, "
                                           "so runs differ only in what they learn")
     train_per_class: int = option(250, lo=10, help="training clouds per shape")
@@ -80,11 +90,22 @@ class Settings(ProbedSettings):
     objective: Objective = section(Objective())
 
 
-def grouped_clouds(split: str, per_class: int, points: int, data_seed: int, groups: int, size: int):
-    """(every cloud's groups: points Float[M, G, k, 3], centres Float[M, G, 3]; labels Long[M])."""
+def user_clouds(data: Data) -> UserClouds:
+    """The clouds of `data.source`, read once per process."""
+    return memo(("user-points", data.source, data.labels, data.points),
+                lambda: read_points(data.source, points=data.points, labels=data.labels))
+
+
+def grouped_clouds(split: str, per_class: int, points: int, data_seed: int, groups: int, size: int,
+                   user: Data | None = None):
+    """(every cloud's groups: points Float[M, G, k, 3], centres Float[M, G, 3]; labels Long[M]): the
+    sampled shapes, or the clouds of `user.source`."""
     from ..nn.point_groups import group_points
 
-    clouds = shapes.load(split, per_class=per_class, points=points, seed=data_seed)
+    if user is not None:
+        clouds = user_clouds(user).part(split)
+    else:
+        clouds = shapes.load(split, per_class=per_class, points=points, seed=data_seed)
     parts = [group_points(chunk, groups, size) for chunk in clouds.points.split(256)]
     return PointGroups(torch.cat([p.points for p in parts]), torch.cat([p.centres for p in parts])), clouds.labels
 
@@ -94,7 +115,13 @@ class PointMAEShapes(ProbedRecipe):
     papers = ("P52", "P58", "P60")
     summary = "Point-MAE / Point-BERT / Point-CMAE on clouds of 8 parametric shapes; linear / kNN probes vs random init"
     Settings = Settings
-    tasks = {"": f"which shape ({len(shapes.SHAPES)} classes)"}
+
+    @property
+    def tasks(self) -> dict[str, str]:
+        d = self.settings.data
+        if d.source:
+            return {"": f"which class of `{d.source}` ({len(user_clouds(d).classes)} classes)"}
+        return {"": f"which shape ({len(shapes.SHAPES)} classes)"}
 
     def check(self) -> None:
         d = self.settings.data
@@ -120,11 +147,20 @@ class PointMAEShapes(ProbedRecipe):
         """The clouds of a split, grouped: (PointGroups of M clouds, labels Long[M])."""
         d = self.settings.data
         per_class = d.train_per_class if split == "train" else d.test_per_class
-        args = (split, per_class, d.points, d.data_seed, d.groups, d.group_size)
+        args = (split, per_class, d.points, d.data_seed, d.groups, d.group_size, d if d.source else None)
         return memo(("point-groups", *args), lambda: grouped_clouds(*args))
 
+    def labelled(self) -> bool:
+        return not self.settings.data.source or user_clouds(self.settings.data).labelled
+
     def training_data(self, run: Run) -> dict:
+        if self.settings.data.source:
+            run.write_json("data.json", user_clouds(self.settings.data).to_dict())
         groups, _ = self.grouped("train")
+        return {"groups": groups.points, "centres": groups.centres}
+
+    def heldout_batch(self) -> dict:
+        groups, _ = self.grouped("test")
         return {"groups": groups.points, "centres": groups.centres}
 
     def prepare(self, run: Run, objective, data: dict) -> None:
@@ -141,8 +177,11 @@ class PointMAEShapes(ProbedRecipe):
 
     def details(self) -> str:
         d = self.settings.data
-        return (f"{d.groups} groups x {d.group_size} points of {d.points}-point clouds. Held-out split "
-                f"({d.test_per_class * len(shapes.SHAPES)} clouds of {len(shapes.SHAPES)} shapes).")
+        size = f"{d.groups} groups x {d.group_size} points of {d.points}-point clouds."
+        if d.source:
+            return (f"{size} Clouds: `{d.source}`, resampled and normalised; held-out split by hash of the path "
+                    f"({int(user_clouds(d).held_out.sum())} clouds).")
+        return f"{size} Held-out split ({d.test_per_class * len(shapes.SHAPES)} clouds of {len(shapes.SHAPES)} shapes)."
 
     @torch.no_grad()
     def sample(self, run: Run, objective, n: int, out: Path) -> Path:

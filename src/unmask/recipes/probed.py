@@ -14,6 +14,11 @@ A recipe of this family declares its `Settings` as a `ProbedSettings` with an `o
 (its default is the plain objective whose freshly seeded encoder is the random-init baseline), and
 writes `probe_set(split)` (the inputs and labels of each task) and `details()` (a sentence for the
 report) besides what every `Recipe` writes.
+
+A user's data (`data.source`) may have no labels (no class subfolders, or a single class). There is
+nothing to probe then: `labelled()` says so, the probes are left out, and evaluation reports
+`heldout_loss`, the training objective on the held-out examples (`heldout_batch()`, masks drawn from
+`train.seed`), with a note in the report saying why.
 """
 
 from __future__ import annotations
@@ -94,6 +99,14 @@ class ProbedRecipe(Recipe):
         """A sentence for the report: the recipe's own settings and its held-out set."""
         return ""
 
+    def labelled(self) -> bool:
+        """Whether there are labels to probe (the embedded data always have them)."""
+        return True
+
+    def heldout_batch(self) -> dict[str, torch.Tensor]:
+        """The held-out examples as one training batch: what `heldout_loss` scores without labels."""
+        raise NotImplementedError
+
     def pooled(self, features, inputs) -> torch.Tensor:
         """Float[M, D]: `features(batch) -> Float[b, L, D]` mean-pooled over tokens."""
         return pooled_features(features, inputs, batch=self.probe_batch)
@@ -117,7 +130,21 @@ class ProbedRecipe(Recipe):
             out.update(scores.as_dict(prefix + task_prefix(task)))
         return out
 
+    @torch.no_grad()
+    def heldout_loss(self, objective: nn.Module) -> float:
+        """The objective's loss on the held-out examples, `probe_batch` at a time, weighted by size."""
+        g = torch.Generator().manual_seed(self.settings.train.seed)
+        batch = self.heldout_batch()
+        n = len(next(iter(batch.values())))
+        total = 0.0
+        for start in range(0, n, self.probe_batch):
+            chunk = {k: v[start : start + self.probe_batch] for k, v in batch.items()}
+            total += float(objective(chunk, g).loss) * len(next(iter(chunk.values())))
+        return total / n
+
     def measure(self, run: Run, objective: nn.Module) -> dict:
+        if not self.labelled():
+            return {"heldout_loss": self.heldout_loss(objective)}
         metrics = self.probe_scores(objective.features, self.trained_prefix)
         if not self.settings.eval.baselines:
             return metrics
@@ -152,5 +179,11 @@ class ProbedRecipe(Recipe):
         s = self.settings
         setup = (f"{self.setup()} {self.details()} Few-shot = {SHOTS} labels per class, mean +- std over "
                  f"{s.eval.probe_draws} draws.")
+        if "heldout_loss" in metrics:
+            loss = Table((Metric("heldout_loss", "training objective on the held-out examples", better="lower"),))
+            note = ("The data carry no labels (no class subfolders, or a single class), so there is nothing to "
+                    "probe: the probes and their baselines are left out, and the table gives the training "
+                    "objective on the held-out examples instead.")
+            return Report(f"{self.name}: {s.objective.variant} on data without labels", setup, (loss,), notes=(note,))
         tables = tuple(Table(self.probe_rows(task), f"Task: {what}") for task, what in self.tasks.items())
         return Report(f"{self.name}: probes of frozen {s.objective.variant} features", setup, tables)
