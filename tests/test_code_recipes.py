@@ -64,7 +64,7 @@ def test_settings_that_do_not_fit_are_one_line(tmp_path, capsys):
     assert "the settings do not build a model" in err and "generator width 69" in err
     err = one_error_line(["train", "mlm-code", "--out", tmp_path / "r", "--no-progress", *SMALL,
                           f"data.tokenizer={tmp_path / 'no' / 'tokenizer.json'}"], capsys)
-    assert "data.tokenizer=" in err and "is not a file" in err
+    assert "data.tokenizer=" in err and "no such file or folder" in err
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def untrained_run(folder, recipe, tokenizer, config=None):
 def test_samples_are_text_decoded_with_the_runs_own_tokenizer(name, tmp_path, small_tokenizer, capsys):
     recipe = CLASSES[name]().with_overrides([*SMALL, "data.vocab_size=300", "data.length=16", *TINY[name]])
     run = untrained_run(tmp_path / "run", recipe, small_tokenizer)
-    elsewhere = tmp_path / "elsewhere" / "drawn.png"  # not beside the tokenizer; the suffix becomes .txt
+    elsewhere = tmp_path / "elsewhere" / "drawn"  # not beside the tokenizer; the suffix .txt is added
     assert main(["sample", str(run), "--n", "4", "--out", str(elsewhere)]) == 0
     written = elsewhere.with_suffix(".txt")
     assert f"wrote {written}" in capsys.readouterr().out
@@ -128,7 +128,8 @@ def test_a_run_with_the_older_flat_settings_is_upgraded_and_samples(name, tmp_pa
         settings = cls.settings_from({"config": {**OLD_FLAT["common"], **OLD_FLAT[name]}}, tmp_path)
     s = to_dict(settings)
     assert s["train"] | {"steps": 3, "batch_size": 4, "lr": 0.002, "warmup": 1, "seed": 5} == s["train"]
-    assert s["data"] == {"length": 16, "vocab_size": 300, "tokenizer": ""} and s["eval"]["chunks"] == 7
+    assert s["data"] | {"length": 16, "vocab_size": 300, "tokenizer": "", "source": ""} == s["data"]
+    assert s["eval"]["chunks"] == 7
     assert s["model"] | {"dim": 16, "depth": 1, "heads": 2} == s["model"]
     for section, values in UPGRADED[name].items():
         assert s[section] | values == s[section], section
