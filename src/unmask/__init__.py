@@ -2,6 +2,7 @@
 objective), and to generate, repeat with a policy for which predictions to keep (a sampler)."""
 
 from .errors import UnmaskError
+from .export import load
 from .layout import Layout, Segment
 from .masking import BernoulliMask, BlockMask, RandomMask, SpanMask, TubeMask
 from .nn import MaskedTokenModel, ModelConfig
@@ -17,5 +18,5 @@ __all__ = [
     "RandomMask", "BernoulliMask", "BlockMask", "SpanMask", "TubeMask",
     "MaskedTokenModel", "ModelConfig", "MaskedTokenModeling",
     "generate", "categorical", "MaskGITSampler", "AncestralSampler", "FirstHittingSampler",
-    "Trainer", "TrainConfig", "UnmaskError",
+    "Trainer", "TrainConfig", "UnmaskError", "load",
 ]

@@ -10,17 +10,28 @@ enhanced mask decoder (He et al. 2021, arXiv:2006.03654, P10). Samples are drawn
     unmask train mlm-code objective.masker=entity --out runs/mlm-entity
     unmask eval runs/mlm-code
     unmask sample runs/mlm-code --n 8                           # runs/mlm-code/samples.txt
+
+`model.arch=bert` trains BERT's own layout (post-norm, embedding LayerNorm, head transform, tied
+decoder: `nn/bert.py`) in place of the pre-norm default; it leaves exactly as a Hugging Face
+`BertForMaskedLM` and starts from one (docs/export.md):
+
+    unmask train mlm-code model.arch=bert --out runs/mlm-bert
+    unmask export runs/mlm-bert --to hf out/mlm-bert
+    unmask train mlm-code model.arch=bert model.init=out/mlm-bert data.tokenizer=out/mlm-bert --out runs/more
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..config import option, section
 from ..data.code import SPECIAL
+from ..errors import UnmaskError
 from ..eval import code as code_eval
 from ..masking import BertCorruption, EntityMask, NGramMask, RandomMask, SpanMask, WholeWordMask
-from ..nn import EMDConfig, EMDMaskedTokenModel, MaskedTokenModel
+from ..nn import BertConfig, BertMaskedModel, EMDConfig, EMDMaskedTokenModel, MaskedTokenModel
+from ..nn.hf_bert import load_bert_folder
 from ..objectives import MaskedTokenModeling
 from .base import SamplerSettings, TransformerSettings
 from .code_base import PROBE_ROWS, CodeRecipe, CodeSettings
@@ -34,6 +45,9 @@ MASKERS = {"random": RandomMask, "whole-word": WholeWordMask, "span": SpanMask, 
 class Model(TransformerSettings):
     emd: bool = option(False, help="DeBERTa's enhanced mask decoder")
     emd_layers: int = option(2, lo=1, help="EMD passes of the shared last block")
+    arch: str = option("prenorm", choices=("prenorm", "bert"),
+                       help="prenorm: our Transformer; bert: BERT's layout, exported exactly as BertForMaskedLM")
+    init: str = option("", help="a BertForMaskedLM folder (safetensors) to start from; needs model.arch=bert")
 
 
 @dataclass(frozen=True)
@@ -56,16 +70,46 @@ class MlmCode(CodeRecipe):
     summary = "BERT-style MLM on Python stdlib code; maskers: random, whole-word, span, n-gram, entity"
     Settings = Settings
 
+    def check(self) -> None:
+        m = self.settings.model
+        if m.arch == "bert" and m.emd:
+            raise UnmaskError("model.emd=true builds on the prenorm network; leave model.arch=prenorm")
+        if m.init and m.arch != "bert":
+            raise UnmaskError("model.init loads a BertForMaskedLM folder; set model.arch=bert")
+
     def model_config(self):
         base, m = super().model_config(), self.settings.model
+        if m.arch == "bert":
+            return BertConfig(base.vocab_size, base.layout, dim=m.dim, depth=m.depth, heads=m.heads)
         return EMDConfig(**base.__dict__, emd_layers=m.emd_layers) if m.emd else base
 
     def build(self) -> MaskedTokenModeling:
-        o, mc = self.settings.objective, self.model_config()
-        model = EMDMaskedTokenModel(mc) if self.settings.model.emd else MaskedTokenModel(mc)
+        o, mc, m = self.settings.objective, self.model_config(), self.settings.model
+        model = BertMaskedModel(mc) if m.arch == "bert" else EMDMaskedTokenModel(mc) if m.emd else MaskedTokenModel(mc)
         corruption = (BertCorruption(random_range=(len(SPECIAL), self.settings.data.vocab_size))
                       if o.corruption == "bert" else None)
         return MaskedTokenModeling(model, MASKERS[o.masker](), ratio=o.ratio, corruption=corruption)
+
+    def prepare(self, run, objective: MaskedTokenModeling, data: dict) -> None:
+        """`model.init`: BERT's weights before the first step, unless the run resumes a checkpoint."""
+        super().prepare(run, objective, data)
+        init = self.settings.model.init
+        if init and run.trained_step() is None:
+            self.check_tokenizer(run, Path(init))
+            load_bert_folder(objective.model, init)
+
+    def check_tokenizer(self, run, folder: Path) -> None:
+        """A folder's tokenizer.json, if it has one, must give its data ids 0..V-1 the run's tokens."""
+        if not (folder / "tokenizer.json").is_file():
+            return
+        from tokenizers import Tokenizer
+
+        ours = self.tokenizer(run).tokenizer.get_vocab()
+        theirs = {t: i for t, i in Tokenizer.from_file(str(folder / "tokenizer.json")).get_vocab().items()
+                  if i < len(ours)}
+        if theirs != ours:
+            raise UnmaskError(f"model.init={folder}: its tokenizer gives other tokens the ids 0..{len(ours) - 1} "
+                              f"than this run's; pass data.tokenizer={folder}")
 
     def measure(self, run, objective: MaskedTokenModeling) -> dict:
         corpus, seed = self.corpus(run), self.settings.train.seed
@@ -83,5 +127,5 @@ class MlmCode(CodeRecipe):
                        better="higher"),
                 *PROBE_ROWS)
         setup = (f"{self.setup()} Masker `{o.masker}`, ratio {o.ratio}, corruption `{o.corruption}`, "
-                 f"EMD {self.settings.model.emd}.")
+                 f"EMD {self.settings.model.emd}, network `{self.settings.model.arch}`.")
         return Report("mlm-code: masked language model on Python code", setup, (Table(rows),))
