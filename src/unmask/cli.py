@@ -1,4 +1,4 @@
-"""The command line: `unmask train | sample | eval | recipes | masks`.
+"""The command line: `unmask train | sample | eval | recipes | masks | tokenizer | prepare | export`.
 
     unmask train digits --out runs/digits train.steps=800 train.lr=1e-3 model.dim=64
     unmask eval runs/digits sampler.name=first-hitting
@@ -6,6 +6,9 @@
     unmask recipes                  # every recipe
     unmask recipes digits           # its settings tree: defaults, allowed values, help
     unmask masks --out masks.png
+    unmask export runs/mlm-bert --to hf out/mlm-bert     # a Hugging Face folder (docs/export.md)
+    unmask tokenizer train corpus/ --out tokenizer.json --kind bpe --vocab-size 4096
+    unmask prepare corpus/ --tokenizer tokenizer.json --out shards/    # token shards: data.source=shards/
 
     torchrun --standalone --nproc_per_node=2 -m unmask train digits --out runs/d2 train.parallel=fsdp
 
@@ -39,9 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a recipe, then evaluate it")
     t.add_argument("recipe")
     t.add_argument("overrides", nargs="*", help="dotted key=value settings (`unmask recipes NAME` lists them)")
-    t.add_argument("--out", type=Path, help="run folder (default runs/RECIPE)")
+    t.add_argument("--out", type=_path, help="run folder (default runs/RECIPE)")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     t.add_argument("--fresh", action="store_true", help="ignore checkpoints already in the folder")
+    t.add_argument("--change", action="append", default=[], metavar="KEY",
+                   help="resume although KEY differs from the checkpoint's setting (only train.steps)")
     e = sub.add_parser("eval", help="evaluate a trained run again")
     e.add_argument("run_dir", type=Path)
     e.add_argument("overrides", nargs="*", help="sampler.* and eval.* settings")
@@ -49,16 +54,58 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir", type=Path)
     s.add_argument("overrides", nargs="*", help="sampler.* and eval.* settings")
     s.add_argument("--n", type=int, default=100, help="samples to draw")
-    s.add_argument("--out", type=Path,
-                   help="file to write; its suffix is the recipe's (PNG images, text, MIDI, TSV molecules); "
-                        "default RUN_DIR/samples.SUFFIX")
+    s.add_argument("--out", type=_path,
+                   help="file (or folder) to write; its suffix must be the recipe's (PNG images, text, MIDI, "
+                        "TSV molecules); default RUN_DIR/samples.SUFFIX")
+    x = sub.add_parser("export", help="write a trained run as a Hugging Face folder or safetensors + config")
+    x.add_argument("run_dir", type=Path)
+    x.add_argument("--to", choices=("hf", "unmask"), required=True, help="hf: transformers; unmask: unmask.load")
+    x.add_argument("out", type=Path, help="the folder to write")
+    x.add_argument("--force", action="store_true", help="replace OUT when it exists and is not empty")
     r = sub.add_parser("recipes", help="list recipes, or one recipe's settings")
     r.add_argument("name", nargs="?", help="a recipe: print its settings tree")
+    k = sub.add_parser("tokenizer", help="train a tokenizer on your own text")
+    ks = k.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    kt = ks.add_parser("train", help="train BPE or WordPiece on what data.source reads; writes a tokenizer.json")
+    kt.add_argument("source", help="a file, folder, glob, .jsonl, .parquet or `datasets` folder")
+    kt.add_argument("--out", type=Path, default=Path("tokenizer.json"), help="tokenizer.json to write")
+    kt.add_argument("--kind", choices=("bpe", "wordpiece"), default="bpe", help="byte-level BPE or WordPiece")
+    kt.add_argument("--vocab-size", type=int, default=8192, help="tokens, the 10 special ones included")
+    kt.add_argument("--text-column", default="text", help="the column of rows that holds the text")
+    pr = sub.add_parser("prepare", help="tokenise a corpus once into memory-mapped token shards (data.source=OUT)")
+    pr.add_argument("source", help="text files: a file, folder or glob (with --verify: a shard set)")
+    pr.add_argument("--tokenizer", type=Path, help="the tokenizer.json to tokenise with")
+    pr.add_argument("--out", type=Path, help="the shard set's folder to write (must not exist)")
+    pr.add_argument("--shard-mb", type=float, default=256, help="MiB per shard file at most")
+    pr.add_argument("--test-share", type=float, default=0.01, help="share of files held out (by path hash)")
+    pr.add_argument("--separator", default="", help="token after each document; default: the end-of-text one")
+    pr.add_argument("--verify", action="store_true", help="check SOURCE, a shard set, against its checksums")
+    pr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     m = sub.add_parser("masks", help="draw every masker on grid, video and streams layouts")
     m.add_argument("--out", type=Path, default=Path("masks.png"), help="PNG to write")
     m.add_argument("--ratio", type=float, default=0.5, help="share hidden, in [0, 1]")
     m.add_argument("--seed", type=int, default=0, help="seed of the drawn masks")
     return p
+
+
+def _path(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a path")
+    return Path(text)
+
+
+def _sample_file(out: Path | None, run_folder: Path, suffix: str) -> Path:
+    """Where `sample` writes: RUN/samples.SUFFIX by default, FOLDER/samples.SUFFIX for an existing
+    folder, OUT.SUFFIX for a name without a suffix; another suffix is refused."""
+    if out is None:
+        return run_folder / f"samples{suffix}"
+    if out.is_dir():
+        return out / f"samples{suffix}"
+    if not out.suffix:
+        return out.with_suffix(suffix)
+    if out.suffix.lower() != suffix:
+        raise UnmaskError(f"--out {out}: this recipe writes {suffix} files, not {out.suffix}")
+    return out
 
 
 def _check_builds(recipe) -> None:
@@ -106,6 +153,15 @@ def run(argv: list[str]) -> int:
     if args.command == "recipes":
         _print_recipes(args.name)
         return 0
+    if args.command == "tokenizer":
+        from .data.tokenizer_train import train_from_source
+
+        out, size, docs = train_from_source(args.source, args.out, args.kind, args.vocab_size, args.text_column)
+        print(f"wrote {out} ({args.kind}, {size} tokens, trained on {docs} documents)")
+        return 0
+    if args.command == "prepare":
+        _prepare(args)
+        return 0
     if args.command == "masks":
         from .masking.gallery import draw_gallery
 
@@ -115,15 +171,24 @@ def run(argv: list[str]) -> int:
         print(f"wrote {args.out}")
         return 0
     if args.command == "train":
-        recipe = recipes.get(args.recipe)().with_overrides(args.overrides)
-        run = recipes.Run(args.out or Path("runs") / recipe.name, progress=not args.no_progress)
-        _check_builds(recipe)
-        if args.fresh and run.folder.exists() and os.environ.get("RANK", "0") == "0":
-            import shutil
+        from .train.lock import hold
 
-            shutil.rmtree(run.folder / "checkpoints", ignore_errors=True)
-            (run.folder / "metrics.csv").unlink(missing_ok=True)
-        _print_metrics(run.folder, recipe.train(run))
+        recipe = recipes.get(args.recipe)().with_overrides(args.overrides)
+        run = recipes.Run(args.out or Path("runs") / recipe.name, progress=not args.no_progress,
+                          changes=frozenset(args.change))
+        _check_builds(recipe)
+        with hold(run.folder):
+            if args.fresh and os.environ.get("RANK", "0") == "0":
+                import shutil
+
+                shutil.rmtree(run.folder / "checkpoints", ignore_errors=True)
+                (run.folder / "metrics.csv").unlink(missing_ok=True)
+            _print_metrics(run.folder, recipe.train(run))
+        return 0
+    if args.command == "export":
+        from .export import export_run
+
+        print(f"wrote {export_run(args.run_dir, args.to, args.out, force=args.force)}")
         return 0
     if args.command == "sample" and args.n < 1:
         raise UnmaskError(f"--n must be >= 1, got {args.n}")
@@ -131,9 +196,31 @@ def run(argv: list[str]) -> int:
     if args.command == "eval":
         _print_metrics(run.folder, recipe.evaluate(run, objective))
         return 0
-    out = args.out or run.folder / f"samples{recipe.sample_suffix}"
+    from .recipes.memory import check_fits
+
+    check_fits(recipe.settings, recipe.name, n_generate=args.n)
+    out = _sample_file(args.out, run.folder, recipe.sample_suffix)
     print(f"wrote {recipe.sample(run, objective, args.n, out)}")
     return 0
+
+
+def _prepare(args) -> None:
+    from .data import shards
+
+    if args.verify:
+        found = shards.verify(args.source)
+        print(f"{found.folder}: {found.index['total_tokens']} tokens in "
+              f"{sum(len(s) for s in found.splits.values())} shards, every checksum matches")
+        return
+    if args.tokenizer is None or args.out is None:
+        raise UnmaskError("prepare needs --tokenizer TOKENIZER.json and --out FOLDER")
+    index = shards.prepare(args.source, args.tokenizer, args.out, shard_mb=args.shard_mb, test_share=args.test_share,
+                           separator=args.separator, progress=not args.no_progress)
+    train, test = index["splits"]["train"], index["splits"]["test"]
+    skipped = sum(v["count"] for v in index["skipped"].values())
+    print(f"wrote {args.out}: {train['tokens']} training tokens ({train['documents']} documents, "
+          f"{len(train['shards'])} shards), {test['tokens']} held-out tokens ({test['documents']} documents), "
+          f"{index['dtype']}; {skipped} files skipped")
 
 
 def _print_metrics(run_dir: Path, metrics: dict) -> None:
