@@ -11,7 +11,8 @@ frame shows their pixel-wise maximum.
 
 The train clips use the training digits and the test clips the held-out digits of `digits.load`
 (the same fixed split), so a probe never sees a test digit's image during training. Everything is
-deterministic under `seed`.
+deterministic under `seed`. `moving_images` makes the same clips from any 8x8 grey images (a user's,
+`data/user_images.py`), `moving_digits` from a split of the embedded digits.
 
     videos: Float[M, 1, T, H, W] in [0, 1] (grey level / 16)  -- the layout [B, C, T, H, W] of patchify_video
 """
@@ -32,8 +33,8 @@ DIRECTION_NAMES = ("E", "NE", "N", "NW", "W", "SW", "S", "SE")
 @dataclass(frozen=True)
 class MovingDigits:
     videos: torch.Tensor  # Float[M, 1, T, H, W] in [0, 1]
-    digit: torch.Tensor  # Long[M, K]: class 0..9 of each of the K digits of a clip
-    source: torch.Tensor  # Long[M, K]: index of each digit's image in `digits.load(split)`
+    digit: torch.Tensor  # Long[M, K]: class of each of the K digits of a clip (0..9; a user's label, -1 for none)
+    source: torch.Tensor  # Long[M, K]: index of each digit's image in the images it was made from
     direction: torch.Tensor  # Long[M, K]: index into DIRECTIONS of each digit's first step
     speed: torch.Tensor  # Long[M, K]: pixels per frame along each moving axis
     positions: torch.Tensor  # Long[M, K, T, 2]: top-left (x, y) of each digit in each frame
@@ -53,11 +54,18 @@ def bounce(start: torch.Tensor, velocity: torch.Tensor, frames: int, room: int) 
     return torch.stack(out, dim=-1)
 
 
-def moving_digits(split: str = "train", *, clips_per_digit: int = 1, digits_per_clip: int = 1, frames: int = 8,
-                  size: int = 32, scale: int = 2, speeds: tuple[int, ...] = (1, 2, 3), seed: int = 0) -> MovingDigits:
-    """Clips of the digits of `split` ('train': 1,437 digits, 'test': 360). Clip i shows digit
-    i % n first (each digit opens `clips_per_digit` clips); a second digit, if any, is drawn at
-    random from the same split."""
+def moving_digits(split: str = "train", **how) -> MovingDigits:
+    """Clips of the digits of `split` ('train': 1,437 digits, 'test': 360); `how` as `moving_images`."""
+    data = digits.load(split)
+    return moving_images(data.images.view(-1, 8, 8), data.labels, **how)
+
+
+def moving_images(images: torch.Tensor, labels: torch.Tensor, *, clips_per_digit: int = 1, digits_per_clip: int = 1,
+                  frames: int = 8, size: int = 32, scale: int = 2, speeds: tuple[int, ...] = (1, 2, 3),
+                  seed: int = 0) -> MovingDigits:
+    """Clips of n images: images [n, 8, 8] grey levels 0..16 (any number dtype), labels Long[n].
+    Clip i shows image i % n first (each image opens `clips_per_digit` clips); a second image, if
+    any, is drawn at random from the same n."""
     side = 8 * scale
     room = size - side
     if clips_per_digit < 1 or digits_per_clip not in (1, 2) or frames < 2 or scale < 1:
@@ -66,8 +74,9 @@ def moving_digits(split: str = "train", *, clips_per_digit: int = 1, digits_per_
     if room < 1 or not speeds or min(speeds) < 1 or max(speeds) > room:
         raise ValueError(f"a {side}x{side} digit in a {size}x{size} frame can move by 1..{room} pixels per frame; "
                          f"got speeds {speeds}")
-    data = digits.load(split)
-    n = len(data.labels)
+    n = len(labels)
+    if images.shape != (n, 8, 8) or n < 1:
+        raise ValueError(f"need images [n, 8, 8] and labels [n], n >= 1; got {list(images.shape)} and {n} labels")
     m, k = n * clips_per_digit, digits_per_clip
     g = torch.Generator().manual_seed(seed)
     which = torch.stack([torch.arange(m) % n] + [torch.randint(n, (m,), generator=g) for _ in range(k - 1)], 1)
@@ -79,7 +88,7 @@ def moving_digits(split: str = "train", *, clips_per_digit: int = 1, digits_per_
     start = low + (torch.rand(m, k, 2, generator=g) * (high - low + 1)).long()
     positions = bounce(start, velocity, frames, room).transpose(-1, -2)  # [M, K, T, 2]
 
-    images = data.images.float().div(digits.LEVELS - 1).view(n, 8, 8)
+    images = images.float().div(digits.LEVELS - 1)
     images = images.repeat_interleave(scale, 1).repeat_interleave(scale, 2)  # [n, side, side]
     videos = torch.zeros(m, frames, size, size)
     rows = torch.arange(m).view(m, 1, 1)
@@ -90,4 +99,4 @@ def moving_digits(split: str = "train", *, clips_per_digit: int = 1, digits_per_
             xs = positions[:, j, t, 0].view(m, 1, 1) + offsets.view(1, 1, side)
             frame = videos[:, t]
             frame[rows, ys, xs] = torch.maximum(frame[rows, ys, xs], images[which[:, j]])
-    return MovingDigits(videos.unsqueeze(1), data.labels[which], which, direction, speed, positions)
+    return MovingDigits(videos.unsqueeze(1), labels[which], which, direction, speed, positions)

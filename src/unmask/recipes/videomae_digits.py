@@ -20,6 +20,13 @@ and kNN, with all labels and with 10 labels per class.
     unmask train videomae-digits objective.variant=v2 --out runs/videomae-v2
     unmask eval runs/videomae
     unmask sample runs/videomae --n 4                         # visible / filled in / truth, frame by frame
+    unmask train videomae-digits data.source=my_digits/ --out runs/videomae-mine   # your own images (docs/data.md)
+
+With `data.source` the clips are made from the user's images (`data/user_images.py`, as in the
+`digits` recipe: 8x8, 17 grey levels, classes from subfolders, a hash split): training clips from
+their training images; the probes are fitted on clips of those and scored on clips of their held-out
+ones, and the `digit` task asks which class moves. Without labels there is nothing to probe: the run reports the objective on the held-out
+clips instead (`probed.py`).
 """
 
 from __future__ import annotations
@@ -30,24 +37,28 @@ from pathlib import Path
 import torch
 
 from ..config import option, section
-from ..data.video import moving_digits
+from ..data import digits
+from ..data.video import MovingDigits, moving_digits, moving_images
 from ..nn.mae import MAEConfig, MaskedAutoencoder
 from ..objectives.cross_video import CrossVideoMAE
 from ..objectives.videomae import VideoMaskedAutoencoding
 from ..train import TrainConfig
 from .base import memo
+from .digits import ImageData
 from .probed import ProbedRecipe, ProbedSettings, ProbeSet
 from .run import Run
 
 VARIANTS = ("videomae", "v2", "crossvideo")
 FRAMES, SIZE, PATCH, TUBELET = 8, 32, 4, 2
 PROBE_SEED = 0  # the probe clips are the same for every run
+TASKS = {"digit": "which digit moves (10 classes)", "direction": "where it moves (8 directions)"}
 
 
 @dataclass(frozen=True)
-class Data:
-    clips_per_digit: int = option(2, lo=1, hi=8, help="training clips made from each training digit "
-                                                      "(drawn with train.seed)")
+class Data(ImageData):
+    """The images the clips are made from (`ImageData`), and how many training clips each opens."""
+    clips_per_digit: int = option(2, lo=1, hi=8, help="training clips made from each training digit (or image "
+                                                      "of data.source), drawn with train.seed")
 
 
 @dataclass(frozen=True)
@@ -66,10 +77,21 @@ class Settings(ProbedSettings):
     objective: Objective = section(Objective())
 
 
-def probe_clips(split: str):
-    """The fixed probe clips of a split: one per digit, seeded by PROBE_SEED."""
-    return memo(("moving-digits", split, FRAMES, SIZE, PROBE_SEED),
-                lambda: moving_digits(split, frames=FRAMES, size=SIZE, seed=PROBE_SEED))
+def probe_clips(split: str, data: Data = Data()) -> MovingDigits:
+    """The fixed probe clips of a split: one per digit (or per image of `data.source`), seeded by PROBE_SEED."""
+    if not data.source:
+        return memo(("moving-digits", split, FRAMES, SIZE, PROBE_SEED),
+                    lambda: moving_digits(split, frames=FRAMES, size=SIZE, seed=PROBE_SEED))
+    images = (data.source, data.labels, data.invert, data.white)
+    return memo(("moving-images", images, split, FRAMES, SIZE, PROBE_SEED),
+                lambda: moving_images(*user_images(data, split), frames=FRAMES, size=SIZE, seed=PROBE_SEED))
+
+
+def user_images(data: Data, split: str, run: Run | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images Long[n, 8, 8] grey levels 0..16, labels Long[n]) of a split of `data.source`; with
+    `run`, RUN/data.json is written."""
+    levels, labels = data.read(run).part(split)
+    return levels.view(-1, 8, 8), labels
 
 
 class VideoMAEDigits(ProbedRecipe):
@@ -77,9 +99,15 @@ class VideoMAEDigits(ProbedRecipe):
     papers = ("P65", "P57")
     summary = "VideoMAE (tube masks; V2 dual masking, CrossVideoMAE variants) on moving digits; probes vs random init"
     Settings = Settings
-    tasks = {"digit": "which digit moves (10 classes)", "direction": "where it moves (8 directions)"}
     raw_inputs = "raw pixels"
     probe_batch = 128
+
+    @property
+    def tasks(self) -> dict[str, str]:
+        d = self.settings.data
+        if not d.source:
+            return TASKS
+        return {**TASKS, "digit": f"which image class moves ({len(d.read().classes)} classes)"}
 
     def model_config(self) -> MAEConfig:
         return self.settings.model.mae_config(image_size=(FRAMES, SIZE, SIZE), channels=1, patch=PATCH,
@@ -94,19 +122,35 @@ class VideoMAEDigits(ProbedRecipe):
         return VideoMaskedAutoencoding(model, ratio=o.ratio, norm_pix=o.norm_pix, decoder_ratio=decoder_ratio)
 
     def training_data(self, run: Run) -> dict:
-        """Float[M, 1, 8, 32, 32]: `data.clips_per_digit` clips of each training digit, drawn with train.seed."""
-        clips = moving_digits("train", clips_per_digit=self.settings.data.clips_per_digit, frames=FRAMES,
-                              size=SIZE, seed=self.settings.train.seed)
+        """Float[M, 1, 8, 32, 32]: `data.clips_per_digit` clips of each training digit (or training
+        image of `data.source`), drawn with train.seed."""
+        d = self.settings.data
+        if d.source:
+            images, labels = user_images(d, "train", run)
+        else:
+            train = digits.load("train")
+            images, labels = train.images.view(-1, 8, 8), train.labels
+        clips = moving_images(images, labels, clips_per_digit=d.clips_per_digit, frames=FRAMES, size=SIZE,
+                              seed=self.settings.train.seed)
         return {"videos": clips.videos}
 
+    def labelled(self) -> bool:
+        return not self.settings.data.source or self.settings.data.read().labelled
+
+    def heldout_batch(self) -> dict:
+        return {"videos": probe_clips("test", self.settings.data).videos}
+
     def probe_set(self, split: str) -> ProbeSet:
-        clips = probe_clips(split)
+        clips = probe_clips(split, self.settings.data)
         return ProbeSet(clips.videos, {task: getattr(clips, task)[:, 0] for task in self.tasks})
 
     def details(self) -> str:
-        o = self.settings.objective
+        o, d = self.settings.objective, self.settings.data
         v2 = f" (decoder ratio {o.decoder_ratio})" if o.variant == "v2" else ""
-        return f"Tube ratio {o.ratio}, variant {o.variant}{v2}. Held-out clips of the 360 held-out digits."
+        held_out = (f"Images: `{d.source}` at 8x8, 17 grey levels; held-out clips of the images held out by hash "
+                    f"of the path ({int(d.read().held_out.sum())} images)." if d.source
+                    else "Held-out clips of the 360 held-out digits.")
+        return f"Tube ratio {o.ratio}, variant {o.variant}{v2}. {held_out}"
 
     @torch.no_grad()
     def sample(self, run: Run, objective: VideoMaskedAutoencoding, n: int, out: Path) -> Path:
@@ -120,7 +164,7 @@ class VideoMAEDigits(ProbedRecipe):
         from ..nn.patch import unpatchify_video
         from ..nn.visible import gather_tokens, restore
 
-        x = probe_clips("test").videos[:n]
+        x = probe_clips("test", self.settings.data).videos[:n]
         n = len(x)
         mask = objective.draw_mask(n, torch.Generator().manual_seed(self.settings.train.seed))
         encoded = objective.model.encoder(x, mask)
