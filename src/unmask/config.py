@@ -127,8 +127,9 @@ def keys(cfg, prefix: str = "") -> list[str]:
 def _unknown(key: str, known: list[str]) -> UnmaskError:
     leaves = {k.rsplit(".", 1)[-1]: k for k in known}
     # a truncated key (`data.clip`) names the shortest key it begins, before any fuzzy match
-    close = sorted((k for k in known if k.startswith(key)), key=len)[:1] or difflib.get_close_matches(key, known, n=1) or (
-        [leaves[c] for c in difflib.get_close_matches(key.rsplit(".", 1)[-1], leaves, n=1)])
+    close = (sorted((k for k in known if k.startswith(key)), key=len)[:1]
+             or difflib.get_close_matches(key, known, n=1)
+             or [leaves[c] for c in difflib.get_close_matches(key.rsplit(".", 1)[-1], leaves, n=1)])
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return UnmaskError(f"unknown key {key!r}{hint} (`unmask recipes NAME` lists the keys)")
 

@@ -25,8 +25,8 @@ and kNN, with all labels and with 10 labels per class.
 With `data.source` the clips are made from the user's images (`data/user_images.py`, as in the
 `digits` recipe: 8x8, 17 grey levels, classes from subfolders, a hash split): training clips from
 their training images; the probes are fitted on clips of those and scored on clips of their held-out
-ones, and the `digit` task asks which class moves. Without labels there is nothing to probe: the run reports the objective on the held-out
-clips instead (`probed.py`).
+ones, and the `digit` task asks which class moves. Without labels there is nothing to probe: the
+run reports the objective on the held-out clips instead (`probed.py`).
 """
 
 from __future__ import annotations
