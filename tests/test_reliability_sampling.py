@@ -298,7 +298,7 @@ class BadLightReads:
     def full(self, tokens):
         return self(tokens), SimpleNamespace(tokens=tokens.clone())
 
-    def light(self, tokens, queries, cache):
+    def light(self, tokens, queries, cache, width=None):
         return self.light_out, cache
 
 
@@ -314,7 +314,7 @@ def test_a_bad_light_read_is_refused(light_out, needle):
 
 def test_nan_in_a_light_read_is_caught():
     model = BadLightReads(None)
-    model.light = lambda tokens, queries, cache: (torch.full((int(queries.sum()), V), NAN), cache)
+    model.light = lambda tokens, queries, cache, width=None: (torch.full((int(queries.sum()), V), NAN), cache)
     with pytest.raises(ValueError, match=r"non-finite logits at step 1 \(row 0, positions"):
         generate(model, torch.full((2, 6), V), ENATSampler(steps=4), mask_id=V, max_steps=MAX_STEPS)
 

@@ -88,10 +88,11 @@ def count_reads(den):
         reads["full"] += 1
         return full(tokens)
 
-    def counted_light(tokens, queries, cache):
+    def counted_light(tokens, queries, cache, width=None):
         reads["light"] += 1
         reads["queried"].append((queries.clone(), tokens.clone(), cache.tokens.clone()))
-        return light(tokens, queries, cache)
+        assert width is None or width == int(queries.sum(1).max())
+        return light(tokens, queries, cache, width)
 
     den.full, den.light = counted_full, counted_light
     return reads

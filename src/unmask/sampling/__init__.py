@@ -2,6 +2,7 @@
 
 from .amused import AmusedSampler, AmusedState
 from .ancestral import AncestralSampler, AncestralState
+from .block_cache import BlockCached, BlockCachedState
 from .categorical import categorical, gumbel, inverse_cdf, nucleus, token_logp
 from .constrained import ConstrainedSampler, ConstrainedState, awrs
 from .dream import DreamSampler, DreamState
@@ -19,6 +20,8 @@ from .threshold import ThresholdSampler, ThresholdState
 
 __all__ = [
     "generate",
+    "BlockCached",
+    "BlockCachedState",
     "GenerationOutput",
     "categorical",
     "inverse_cdf",

@@ -84,9 +84,13 @@ def generate(
     every_step = time_conditioned or wants_progress
     light_queries = getattr(sampler, "light_queries", None)
     cached = light_queries is not None and hasattr(denoiser, "light") and hasattr(denoiser, "full")
+    if getattr(sampler, "requires_cache", False) and not cached:
+        raise ValueError(f"{type(sampler).__name__} reads against cached keys and values: it needs a denoiser with "
+                         f"full and light reads (kv_cache.CachedDenoiser), got {_kind(denoiser)}")
     to_fill = (tokens == mask_id).sum(1)
     nfe = light = steps = 0
     logits = last = cache = None
+    queries = width = None  # the next light read's places and the most in a row, decided after each step
     hidden = tokens == mask_id
     broken = torch.zeros_like(hidden)  # places of the current logits that are not finite
     more = bool(hidden.any())
@@ -95,10 +99,8 @@ def generate(
             raise RuntimeError(f"{type(sampler).__name__} left tokens hidden after {steps} steps")
         if logits is None or every_step:
             extra = {"progress": _progress(sampler, state, hidden, to_fill)} if wants_progress else {}
-            queries = light_queries(state, hidden) if cached and cache is not None else None
             if queries is not None:
-                queries = queries | (tokens != cache.tokens)  # a changed token's cached K/V is stale
-                part, cache = denoiser.light(tokens, queries, cache, **condition, **extra)
+                part, cache = denoiser.light(tokens, queries, cache, width=width, **condition, **extra)
                 _check_logits(part, (None, mask_id), "light read")
                 logits = last.clone()
                 try:
@@ -125,9 +127,14 @@ def generate(
         changed = new != tokens
         moved = changed & fixed
         new_hidden = new == mask_id
-        # the loop's four decisions in one host sync per step, not one each
-        bad, any_moved, any_changed, more = torch.stack(
-            [broken.any(), moved.any(), changed.any(), new_hidden.any()]).tolist()
+        flags = [broken.any(), moved.any(), changed.any(), new_hidden.any()]
+        queries = light_queries(state, new_hidden) if cached and cache is not None else None
+        if queries is not None:
+            queries = queries | (new != cache.tokens)  # a changed token's cached K/V is stale
+            flags.append(queries.sum(1).max())
+        # the loop's decisions (and the next light read's width) in one host sync per step, not one each
+        bad, any_moved, any_changed, more, *most = torch.stack([f.long() for f in flags]).tolist()
+        width = most[0] if most else None
         if bad:
             raise ValueError(_not_finite_message(broken, steps))
         steps += 1

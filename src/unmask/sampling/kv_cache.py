@@ -31,8 +31,9 @@ class CachedDenoiser:
     """A `MaskedTokenModel` as a denoiser with full and light reads.
 
     `denoiser(tokens)` is the plain full read; `full(tokens)` also returns the cache;
-    `light(tokens, queries, cache)` returns logits [M, V] at the M True places of queries (Bool[B, N],
-    row-major order, like `logits[queries]`) and the cache refreshed at those places.
+    `light(tokens, queries, cache, width=None)` returns logits [M, V] at the M True places of queries
+    (Bool[B, N], row-major order, like `logits[queries]`) and the cache refreshed at those places;
+    `width`, the most places of a row, saves a host sync when the caller already read it.
     """
 
     def __init__(self, model: MaskedTokenModel):
@@ -48,11 +49,12 @@ class CachedDenoiser:
         logits = m.head(h).masked_fill(m.disallowed.expand(b, -1, -1), float("-inf"))
         return logits, KVCache(tokens.clone(), kv)
 
-    def light(self, tokens: torch.Tensor, queries: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, KVCache]:
+    def light(self, tokens: torch.Tensor, queries: torch.Tensor, cache: KVCache,
+              width: int | None = None) -> tuple[torch.Tensor, KVCache]:
         m = self.model
         b, n = tokens.shape
         counts = queries.sum(1)
-        width = int(counts.max())
+        width = int(counts.max()) if width is None else width  # `generate` reads it with its own flags
         # each row's query positions first (ascending), then padding that is never attended to
         order = (~queries).to(torch.uint8).argsort(dim=1, stable=True)[:, :width]
         valid = torch.arange(width, device=tokens.device) < counts.unsqueeze(1)

@@ -56,6 +56,10 @@ class LLaDASampler:
             per_row.append(self.steps // max(n_blocks, 1))
         return LLaDAState(**blocks.start_cursor(hidden, self.block_length), steps_per_block=per_row)
 
+    def next_block(self, state, hidden: torch.Tensor) -> torch.Tensor:
+        """Long[B]: the block each row's next step decodes (for `BlockCached`)."""
+        return blocks.advance(hidden, state, self.block_length)[0].block
+
     def step(self, logits, tokens, state: LLaDAState, generator=None):
         """logits: [B, N, V]; tokens: Long[B, N] (mask id V at hidden places)."""
         mask_id = logits.shape[-1]

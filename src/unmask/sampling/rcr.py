@@ -65,6 +65,11 @@ class RCRSampler:
         keep = torch.floor(size.double() * self.schedule(r.cpu()).to(size.device)).long()
         return torch.where(step >= per_block - 1, torch.zeros_like(keep), keep)
 
+    def next_block(self, state: RCRState, hidden: torch.Tensor) -> torch.Tensor:
+        """Long[B]: the block each row's next step decodes (for `BlockCached`)."""
+        per_block = torch.tensor(state.steps_per_block, device=hidden.device)
+        return blocks.advance(hidden, state, self.block_length, per_block)[0].block
+
     def step(self, logits, tokens, state: RCRState, generator=None):
         """logits: [B, N, V]; tokens: Long[B, N] (mask id V at hidden places)."""
         mask_id = logits.shape[-1]
@@ -87,5 +92,9 @@ class RCRSampler:
         lowness = (-running).masked_fill(~mine, float("-inf"))
         out = out.masked_fill(commit_top(lowness, keep, generator), mask_id)
         cur.step = cur.step + hidden.any(1).long()
-        listed = [[None if c != c else c for c in row] for row in running.tolist()]
-        return out, RCRState(**cur.lists(), steps_per_block=state.steps_per_block, running=listed)
+        # the cursor and the running confidences in one read (floats hold the cursor's counts exactly)
+        keys = ("start", "block", "step", "size")
+        both = torch.cat([torch.stack([getattr(cur, k) for k in keys], 1).double(), running], 1).tolist()
+        listed = [[None if c != c else c for c in row[4:]] for row in both]
+        cursor = {k: [int(row[i]) for row in both] for i, k in enumerate(keys)}
+        return out, RCRState(**cursor, steps_per_block=state.steps_per_block, running=listed)

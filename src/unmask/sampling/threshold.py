@@ -49,6 +49,10 @@ class ThresholdSampler:
     def start(self, hidden: torch.Tensor) -> ThresholdState:
         return ThresholdState(**blocks.start_cursor(hidden, self.block_length))
 
+    def next_block(self, state, hidden: torch.Tensor) -> torch.Tensor:
+        """Long[B]: the block each row's next step decodes (for `BlockCached`)."""
+        return blocks.advance(hidden, state, self.block_length)[0].block
+
     def step(self, logits, tokens, state: ThresholdState, generator=None):
         """logits: [B, N, V]; tokens: Long[B, N] (mask id V at hidden places)."""
         mask_id = logits.shape[-1]
