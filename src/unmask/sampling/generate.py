@@ -58,6 +58,7 @@ def generate(
     state=None,
     time_conditioned: bool = False,
     max_steps: int = 100_000,
+    on_step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
     **condition,
 ) -> GenerationOutput:
     """Fill every `mask_id` position of `canvas` (Long[B, N]).
@@ -65,7 +66,9 @@ def generate(
     denoiser(tokens: Long[B, N], **condition) -> logits Float[B, N, V] with V == mask_id.
     `state` resumes a saved run (pass the partly filled tokens as canvas). With `time_conditioned`,
     the denoiser is called at every step (its output may change with time alone); so is a denoiser
-    whose `uses_progress` is true, and it also receives `progress=Float64[B]`.
+    whose `uses_progress` is true, and it also receives `progress=Float64[B]`. `on_step(tokens, new,
+    logits)`, if given, sees every step: its input tokens, the tokens it returned and the logits it read
+    (a trajectory for policy-gradient training, `objectives/mdpo.py`).
     """
     _check_canvas(canvas)
     if not (is_integer(mask_id) and mask_id >= 1):
@@ -124,6 +127,8 @@ def generate(
             if broken.any():  # read only on the way out: the sampler failed on the bad numbers
                 raise ValueError(_not_finite_message(broken, steps)) from None
             raise
+        if on_step is not None:
+            on_step(tokens, new, logits)
         changed = new != tokens
         moved = changed & fixed
         new_hidden = new == mask_id
