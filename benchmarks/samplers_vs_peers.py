@@ -8,6 +8,9 @@ tokens, vocabulary 1024 + the mask id, batch 16, 12 steps) is driven three ways:
 The denoiser's own time inside our run is measured by a timer around the network call, so our
 overhead (total minus denoiser) is reported as a share of the denoiser time. A second part compares
 first-hitting sampling with 1000-step ancestral sampling on the same network: calls and wall time.
+A third part (`--every-sampler`) runs every sampler, the cached block samplers included, on one
+`MaskedTokenModel` of the same size (full and light reads, `CachedDenoiser`) and reports each one's
+time outside the denoiser as a share of the denoiser's.
 
     .venv/bin/python benchmarks/samplers_vs_peers.py            # about 6 minutes on one CPU core
     .venv/bin/python benchmarks/samplers_vs_peers.py --repeats 7 --threads 2
@@ -112,12 +115,86 @@ def first_hitting_vs_ancestral(batch: int) -> dict:
     return res
 
 
+class TimedCached:
+    """A CachedDenoiser whose full and light reads are timed."""
+
+    def __init__(self, model):
+        from unmask.sampling import CachedDenoiser
+
+        self.inner, self.seconds = CachedDenoiser(model), 0.0
+
+    def _timed(self, fn, *args, **kwargs):
+        t = time.perf_counter()
+        out = fn(*args, **kwargs)
+        self.seconds += time.perf_counter() - t
+        return out
+
+    def __call__(self, tokens):
+        return self._timed(self.inner, tokens)
+
+    def full(self, tokens):
+        return self._timed(self.inner.full, tokens)
+
+    def light(self, tokens, queries, cache, width=None):
+        return self._timed(self.inner.light, tokens, queries, cache, width)
+
+
+@torch.no_grad()
+def every_sampler(batch: int, repeats: int) -> dict:
+    """{sampler: (median ms in total, median ms in the denoiser, full reads, light reads)}."""
+    from unmask.layout import Layout
+    from unmask.nn import MaskedTokenModel, ModelConfig
+    from unmask.sampling import (
+        AmusedSampler,
+        BlockCached,
+        DreamSampler,
+        ENATSampler,
+        LLaDASampler,
+        RCRSampler,
+        ReCAPSampler,
+        ThresholdSampler,
+    )
+    from unmask.schedules import Schedule
+
+    torch.manual_seed(0)
+    model = MaskedTokenModel(ModelConfig(V, Layout.seq(N), dim=256, depth=4, heads=4)).eval()
+    threshold = ThresholdSampler(0.9, block_length=32)
+    samplers = {
+        "MaskGIT 12": MaskGITSampler(STEPS, Schedule("cosine")),
+        "aMUSEd 12": AmusedSampler(STEPS),
+        "ancestral 12": AncestralSampler(STEPS),
+        "LLaDA 64, blocks of 32": LLaDASampler(64, block_length=32),
+        "Dream 12": DreamSampler(STEPS),
+        "RCR 64, blocks of 32": RCRSampler(64, block_length=32),
+        "threshold 0.9, blocks of 32": threshold,
+        "threshold, prefix cache": BlockCached(threshold, "prefix"),
+        "threshold, dual cache": BlockCached(threshold, "dual"),
+        "ReCAP 12": ReCAPSampler(STEPS, pre_full=4),
+        "ENAT 12": ENATSampler(STEPS),
+    }
+    canvas = torch.full((batch, N), V)
+    model(canvas)  # warm-up
+    res = {}
+    for name, sampler in samplers.items():
+        totals, inside = [], []
+        for r in range(repeats):
+            den = TimedCached(model)
+            t = time.perf_counter()
+            out = generate(den, canvas, sampler, mask_id=V, generator=torch.Generator().manual_seed(r))
+            totals.append(time.perf_counter() - t)
+            inside.append(den.seconds)
+        res[name] = (statistics.median(totals) * 1000, statistics.median(inside) * 1000, out.nfe, out.light)
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-fhs", action="store_true", help="skip first-hitting vs ancestral (slowest part)")
     ap.add_argument("--fhs-batch", type=int, default=4, help="rows for first-hitting vs ancestral")
+    ap.add_argument("--every-sampler", action="store_true", help="also time every sampler's overhead")
+    ap.add_argument("--every-batch", type=int, default=4, help="rows for --every-sampler")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(describe())
@@ -137,6 +214,12 @@ def main():
         print(f"  first-hitting:             {fn:5d} calls, {fw:9.0f} ms ({fw - fd:.0f} ms outside the network)")
         print(f"  ancestral 1000 (cached):   {an:5d} calls, {aw:9.0f} ms ({aw - ad:.0f} ms outside the network)")
         print(f"  ancestral / first-hitting: calls x{an / fn:.2f}, wall time x{aw / fw:.2f}")
+    if args.every_sampler:
+        print(f"every sampler on one MaskedTokenModel (4 layers, width 256, N={N}, V={V}, batch {args.every_batch}, "
+              f"untrained), median of {args.repeats}: time outside the denoiser as a share of the denoiser's")
+        for name, (total, inside, full, light) in every_sampler(args.every_batch, args.repeats).items():
+            print(f"  {name:30s} {total:9.1f} ms, denoiser {inside:9.1f} ms, {full:4d} full + {light:4d} light reads, "
+                  f"overhead {100 * (total - inside) / inside:5.2f}%")
 
 
 if __name__ == "__main__":
