@@ -34,15 +34,24 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                past: tuple[torch.Tensor, torch.Tensor] | None = None, kv_out: list | None = None) -> torch.Tensor:
+                past: tuple[torch.Tensor, torch.Tensor] | None = None, kv_out: list | None = None,
+                past_at: torch.Tensor | None = None, past_rows: torch.Tensor | None = None) -> torch.Tensor:
         """past: (k, v), each [B, H, M, D/H], keys and values placed before x's own (attn_mask then
-        covers M + N keys). kv_out: a list that receives this layer's own (k, v) [B, H, N, D/H]."""
+        covers M + N keys), or, with `past_at` (Long[B, N]: the place of each of x's positions in
+        past), written into past there (in place; only in the rows where `past_rows`, Bool[B], is
+        True) and attended to alone. kv_out: a list that receives this layer's own (k, v) [B, H, N, D/H]."""
         b, n, d = x.shape
         # [B, N, 3D] -> 3 x [B, H, N, D/H]
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         if kv_out is not None:
             kv_out.append((k, v))
-        if past is not None:
+        if past is not None and past_at is not None:
+            at = past_at[:, None, :, None].expand(-1, self.heads, -1, d // self.heads)
+            keep = None if past_rows is None else past_rows[:, None, None, None]
+            for cached, fresh in zip(past, (k, v), strict=True):
+                cached.scatter_(2, at, fresh if keep is None else torch.where(keep, fresh, cached.gather(2, at)))
+            k, v = past
+        elif past is not None:
             k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
         y = attention(q, k, v, attn_mask)
         return self.proj(y.transpose(1, 2).reshape(b, n, d))
@@ -70,8 +79,9 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                past: tuple[torch.Tensor, torch.Tensor] | None = None, kv_out: list | None = None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), attn_mask, past, kv_out)
+                past: tuple[torch.Tensor, torch.Tensor] | None = None, kv_out: list | None = None,
+                past_at: torch.Tensor | None = None, past_rows: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), attn_mask, past, kv_out, past_at, past_rows)
         return x + self.mlp(self.norm2(x))
 
 
@@ -87,6 +97,10 @@ class Transformer(nn.Module):
     x attends to besides its own, placed first, so attn_mask then covers [B, heads, N, M' + N].
     Reading all N positions with `keep_kv` and then some of them with `past` = the kept K/V of the
     others gives the same output at those positions as the full forward, while nothing changed.
+    With `past_at` (Long[B, M]: where x's positions lie among past's), x's fresh keys and values are
+    written into `past` at those places, in place, at every layer, and x attends to past alone: the
+    same result without a second copy of the keys, and the cache is left updated (`past_rows`,
+    Bool[B], limits the writes to some rows).
     """
 
     def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0):
@@ -96,7 +110,8 @@ class Transformer(nn.Module):
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, *,
                 past: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-                keep_kv: torch.Tensor | None = None, only: torch.Tensor | slice | None = None):
+                keep_kv: torch.Tensor | None = None, only: torch.Tensor | slice | None = None,
+                past_at: torch.Tensor | None = None, past_rows: torch.Tensor | None = None):
         """`only` (Long[B, M], or a `slice` of positions): return [B, M, D], the outputs at those
         positions alone; the last block then computes its queries, MLP and norms there only (keys and
         values still come from every position), which is the same result for less work when a loss
@@ -117,7 +132,7 @@ class Transformer(nn.Module):
         kept: list[tuple[torch.Tensor, torch.Tensor]] = []
         for i, block in enumerate(self.blocks):
             fresh: list | None = [] if keep_kv is not None else None
-            x = block(x, attn_mask, None if past is None else past[i], fresh)
+            x = block(x, attn_mask, None if past is None else past[i], fresh, past_at, past_rows)
             if fresh:
                 kept.append(tuple(t.gather(2, _head_index(keep_kv, t)) for t in fresh[0]))
         x = self.norm(x)

@@ -68,7 +68,8 @@ def generate(
     the denoiser is called at every step (its output may change with time alone); so is a denoiser
     whose `uses_progress` is true, and it also receives `progress=Float64[B]`. `on_step(tokens, new,
     logits)`, if given, sees every step: its input tokens, the tokens it returned and the logits it read
-    (a trajectory for policy-gradient training, `objectives/mdpo.py`).
+    (a trajectory for policy-gradient training, `objectives/mdpo.py`); light reads update the logits
+    in place, so keep a copy of what you need from them.
     """
     _check_canvas(canvas)
     if not (is_integer(mask_id) and mask_id >= 1):
@@ -92,7 +93,7 @@ def generate(
                          f"full and light reads (kv_cache.CachedDenoiser), got {_kind(denoiser)}")
     to_fill = (tokens == mask_id).sum(1)
     nfe = light = steps = 0
-    logits = last = cache = None
+    logits = last = cache = top = None  # top: [B, N] max logit per place, kept beside the logits
     queries = width = None  # the next light read's places and the most in a row, decided after each step
     hidden = tokens == mask_id
     broken = torch.zeros_like(hidden)  # places of the current logits that are not finite
@@ -105,12 +106,13 @@ def generate(
             if queries is not None:
                 part, cache = denoiser.light(tokens, queries, cache, width=width, **condition, **extra)
                 _check_logits(part, (None, mask_id), "light read")
-                logits = last.clone()
+                logits = last  # updated in place: a copy of [B, N, V] per light read would cost more than the read
                 try:
                     logits[queries] = part.to(logits.dtype)
                 except RuntimeError:
                     raise ValueError(f"the denoiser's light read returned {part.shape[0]} rows of logits for "
                                      f"{int(queries.sum())} queried places") from None
+                top[queries] = part.amax(-1).to(top.dtype)
                 light += 1
             else:
                 if cached:
@@ -119,8 +121,9 @@ def generate(
                     logits = denoiser(tokens, **condition, **extra)
                 nfe += 1
                 _check_logits(logits, (*tokens.shape, mask_id), "call")
+                top = logits.amax(-1)  # [B, N]: one max over V finds NaN, +inf and all -inf
             last = logits
-            broken = _not_finite(logits, hidden)
+            broken = _not_finite(top, hidden)
         try:
             new, state = sampler.step(logits, tokens, state, generator)
         except Exception:
@@ -180,10 +183,9 @@ def _check_logits(out, shape: tuple, what: str) -> None:
         raise ValueError(f"the denoiser's {what} returned shape {tuple(out.shape)}; expected {want}")
 
 
-def _not_finite(logits: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+def _not_finite(top: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
     """Bool[B, N]: places whose logits hold NaN or +inf, or are -inf for every token where a token
-    must be drawn. One max over V finds all three, since the max of a row is NaN when any entry is."""
-    top = logits.amax(-1)  # [B, N]
+    must be drawn, from top = logits.amax(-1): the max of a row is NaN when any entry is."""
     return torch.isnan(top) | (top == float("inf")) | ((top == float("-inf")) & hidden)
 
 

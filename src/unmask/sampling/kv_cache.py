@@ -2,11 +2,11 @@
 (P22) and ENAT-style reuse of visible tokens (P20).
 
 A full read of all N positions keeps every layer's K/V. A light read runs only the chosen query
-positions through the network; at every layer they attend to their own fresh K/V and to the cached
-K/V of all other positions (the cached entries of the queries themselves are stale and masked out).
-It costs about n_queries / N of a full read. The logits at the queries are exact whenever the other
-positions have not changed since their K/V were computed and did not depend on the queries; the loop
-(`generate`) always adds positions whose token changed since the cache to the queries.
+positions through the network; at every layer their fresh K/V replace their cached ones (in place)
+and they attend to all N cached positions. It costs about n_queries / N of a full read and leaves the
+cache updated at the queries. The logits at the queries are exact whenever the other positions have
+not changed since their K/V were computed and did not depend on the queries; the loop (`generate`)
+always adds positions whose token changed since the cache to the queries.
 """
 
 from __future__ import annotations
@@ -55,19 +55,18 @@ class CachedDenoiser:
         b, n = tokens.shape
         counts = queries.sum(1)
         width = int(counts.max()) if width is None else width  # `generate` reads it with its own flags
-        # each row's query positions first (ascending), then padding that is never attended to
+        # each row's query positions first (ascending); the padding repeats the row's last query, whose
+        # keys and values it computes identically, so its writes into the cache change nothing
         order = (~queries).to(torch.uint8).argsort(dim=1, stable=True)[:, :width]
         valid = torch.arange(width, device=tokens.device) < counts.unsqueeze(1)
+        last = order.gather(1, (counts - 1).clamp(min=0).unsqueeze(1))
+        places = torch.where(valid, order, last)  # [B, W]
         x = m.embed(tokens)
-        xq = x.gather(1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-        may_attend = torch.cat([~queries, valid], 1)[:, None, None, :]  # [B, 1, 1, N + width]
-        slots_all = torch.arange(width, device=tokens.device).expand(b, width)
-        h, fresh = m.encoder(xq, may_attend, past=cache.kv, keep_kv=slots_all)
+        xq = x.gather(1, places.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        # the queries' fresh K/V replace their stale cached ones at every layer; rows without queries keep theirs
+        h = m.encoder(xq, past=cache.kv, past_at=places, past_rows=counts > 0)
         rows, slots = valid.nonzero(as_tuple=True)
-        places = order[rows, slots]
-        logits = m.head(h[rows, slots]).masked_fill(m.disallowed[places], float("-inf"))
-        for (k, v), (fk, fv) in zip(cache.kv, fresh, strict=True):
-            k[rows, :, places] = fk[rows, :, slots]
-            v[rows, :, places] = fv[rows, :, slots]
+        at = places[rows, slots]
+        logits = m.head(h[rows, slots]).masked_fill(m.disallowed[at], float("-inf"))
         cache.tokens = tokens.clone()
         return logits, cache
