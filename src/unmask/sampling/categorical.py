@@ -122,7 +122,8 @@ def nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     if top_p >= 1:
         return logits
     sorted_logits, order = logits.double().sort(-1, descending=True)
-    before = sorted_logits.softmax(-1).cumsum(-1) - sorted_logits.softmax(-1)
+    probs = sorted_logits.softmax(-1)
+    before = probs.cumsum(-1) - probs
     drop_sorted = before >= top_p
     drop = torch.zeros_like(drop_sorted).scatter_(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
