@@ -26,10 +26,13 @@ TINY = {
     "mdlm-code": [*_CODE, "eval.infill_cases=2", "eval.variance_repeats=2", "eval.bound_draws=1",
                   "sampler.maskgit_steps=2", "sampler.ancestral_steps=2"],
     "ar-code": [*_CODE, "eval.infill_cases=2"],
+    "ilm-code": [*_CODE, "eval.infill_cases=2", "eval.room=16"],
     "chorales": [*_SMALL, "train.batch_size=4", "sampler.steps=4", "eval.harmonies=1", "eval.unconditional=2",
                  "eval.midi_examples=1"],
     "genmol": [*_SMALL, "train.batch_size=8", "data.subsample=24", "eval.n_samples=8", "eval.fragment_cases=4",
                "eval.lead_starts=1", "eval.lead_rounds=1", "eval.lead_proposals=2"],
+    "reasoning": [*_SMALL, "train.batch_size=8", "ar.steps=2", "data.train_size=64", "data.test_size=8",
+                  "sampler.block_length=4", "sampler.steps_per_block=2"],
 }
 
 

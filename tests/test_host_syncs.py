@@ -14,6 +14,7 @@ from host_syncs import assert_sync_budget, count_host_syncs, read_steps
 from unmask.layout import Layout
 from unmask.masking import BernoulliMask, BertCorruption, MeapMask, RandomMask
 from unmask.masking.cm3 import CausalMasking
+from unmask.masking.masked_thought import MaskedThought
 from unmask.nn import (
     BertConfig,
     BertMaskedModel,
@@ -141,6 +142,10 @@ CASES = {
     "ntp-meap": lambda: (NextTokenPrediction(token_model(CausalTokenModel), input_masker=MeapMask()), tokens()),
     "ntp-cm3": lambda: (NextTokenPrediction(token_model(CausalTokenModel), bos_id=0,
                                             transform=CausalMasking(sentinels=(1, 2), eos=3, max_spans=2)), tokens()),
+    # next-token SFT with a prompt (reasoning's AR baselines): plain, and Masked Thought's ramped input masks
+    "ntp-prompt": lambda: (NextTokenPrediction(token_model(CausalTokenModel), bos_id=0), prompted()),
+    "ntp-masked-thought": lambda: (NextTokenPrediction(token_model(CausalTokenModel), bos_id=0,
+                                                       thought=MaskedThought(steps=6)), prompted()),
     "electra": lambda: (Electra(V, SEQ, dim=16, depth=1, heads=2, generator_share=0.5), tokens()),
     # the MAE family (mae-digits)
     "mae": lambda: (MaskedAutoencoding(mae(), RandomMask()), images()),
@@ -182,7 +187,8 @@ def test_on_a_gpu_every_read_of_the_device_counts(name):
     assert_sync_budget(objective.cuda(), data, steps=6, log_every=3)
 
 
-@pytest.mark.parametrize("name", ["mtm-per-segment-weights", "diffusion-coupled", "electra", "umd", "pointcmae"])
+@pytest.mark.parametrize("name", ["mtm-per-segment-weights", "diffusion-coupled", "electra", "umd", "pointcmae",
+                                  "ntp-masked-thought"])
 def test_objective_metrics_are_detached_scalar_tensors(name):
     objective, data = CASES[name]()
     with count_host_syncs() as seen:

@@ -5,6 +5,7 @@ from .base import ObjectiveOutput
 from .dmjd import DisjointMaskingJointDistillation
 from .electra import Electra
 from .hpm import HardPatchMining
+from .insertion import InsertionLM
 from .lut import UnmaskedTokenLearning
 from .mae import MaskedAutoencoding
 from .maskalign import MaskAlign
@@ -20,4 +21,4 @@ __all__ = ["ObjectiveOutput", "MaskedTokenModeling",
            "NextTokenPrediction", "Electra", "MaskedDiffusion",
            "MaskedAutoencoding", "HardPatchMining", "UnmaskedTokenLearning", "MimicBeforeReconstruct", "MaskAlign",
            "DisjointMaskingJointDistillation", "MaskedFrequencyModeling", "SelectiveMaskedAutoencoding",
-           "UnifiedMaskedDiffusion", "MaskedTokenOptimization"]
+           "UnifiedMaskedDiffusion", "MaskedTokenOptimization", "InsertionLM"]

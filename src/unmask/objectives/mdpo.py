@@ -67,7 +67,6 @@ class MDPO(nn.Module):
         self.model, self.sampler, self.reward = model, sampler, reward
         self.group, self.logp, self.normalize = group, logp, normalize
         self.mask_id = model.mask_id
-        self.bound = MaskedDiffusion(model, coupled=True)
 
     def rollouts(self, batch: dict, generator=None) -> tuple[torch.Tensor, list, torch.Tensor]:
         """(final tokens Long[B * G, N], the steps [(x_k, new_k, logits_k)], prompt Bool[B * G, N])."""
@@ -89,7 +88,9 @@ class MDPO(nn.Module):
         final_reward = self.reward(final).to(torch.float64)  # [M]
         if self.logp == "coupled":
             advantage = group_advantage(final_reward, self.group, self.normalize)
-            bound, lengths, _ = self.bound.row_bounds({"tokens": final, "prompt": prompt}, generator)
+            # a fresh wrapper each step: registered as a submodule it would save the weights twice
+            bound, lengths, _ = MaskedDiffusion(self.model, coupled=True).row_bounds(
+                {"tokens": final, "prompt": prompt}, generator)
             loss = (advantage.to(bound) * bound / lengths.clamp(min=1).to(bound)).mean()  # -A log p, per token
             return ObjectiveOutput(loss, {"loss": loss.detach(), "reward": final_reward.mean().float()})
         x = torch.stack([s[0] for s in steps])  # [K, M, N]

@@ -13,16 +13,19 @@ from .chorales import Chorales
 from .digits import Digits
 from .electra_code import ElectraCode
 from .genmol import GenMol
+from .ilm_code import IlmCode
 from .mae_digits import MAEDigits
 from .mdlm_code import MdlmCode
 from .mlm_code import MlmCode
 from .pointmae_shapes import PointMAEShapes
+from .reasoning import Reasoning
 from .report import Metric, Report, Table
 from .run import Run
 from .videomae_digits import VideoMAEDigits
 
 RECIPES: dict[str, type[Recipe]] = {r.name: r for r in (
-    Digits, MAEDigits, MlmCode, ElectraCode, MdlmCode, ArCode, VideoMAEDigits, PointMAEShapes, Chorales, GenMol)}
+    Digits, MAEDigits, MlmCode, ElectraCode, MdlmCode, ArCode, VideoMAEDigits, PointMAEShapes, Chorales, GenMol,
+    Reasoning, IlmCode)}
 
 
 def get(name: str) -> type[Recipe]:

@@ -3,7 +3,9 @@ CSV metrics, a progress bar and resumable checkpoints, on one process or many (`
 
 Every random draw of step k (batch order, masks) comes from generators seeded by (seed, k, micro-batch),
 and the learning rate is a function of k, so a run resumed from a checkpoint reaches the same weights,
-bit for bit, as one that never stopped.
+bit for bit, as one that never stopped. An objective with a method `begin_step(k)` is told k before
+the forward passes of step k (a rule that changes over training, as Masked Thought's mask rate): a
+Python int, so telling it reads nothing from the device, and resumed runs tell the same k.
 
 Host syncs only where a human reads a number (STYLE habit 11): a step reads nothing from the device.
 Metrics stay tensors there, and are gathered over processes and read in one go at a logged step. A
@@ -262,6 +264,8 @@ class Trainer:
         for v in self.data.values():  # data that reads ahead (data/windows.py) hears which step is read now
             if hasattr(v, "reading_step"):
                 v.reading_step(self.step)
+        if hasattr(self.inner, "begin_step"):  # an objective whose rule moves with the step (Masked Thought's ramp)
+            self.inner.begin_step(self.step)
         lr = learning_rate(cfg, self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
