@@ -15,6 +15,7 @@ from unmask.sampling import (
     DreamSampler,
     ENATSampler,
     FirstHittingSampler,
+    JointSampler,
     LLaDASampler,
     MagnetSampler,
     MaskGITSampler,
@@ -54,10 +55,12 @@ SAMPLERS = [
     ReCAPSampler(steps=6, pre_full=2, cache_steps=1, temperature=1.0),
     ENATSampler(steps=6, temperature=1.0, choice_temperature=1.0),
     ConstrainedSampler(accept_all, steps=4),
+    JointSampler(3),
+    JointSampler(3, mode="independent"),
 ]
 IDS = ["maskgit", "maskgit-random", "ancestral-10", "ancestral-1000", "first-hitting", "amused", "llada-blocks",
        "llada-random", "dream-maskgit-plus", "dream-margin-alg-temp", "dream-entropy", "threshold-confidence",
-       "threshold-entropy", "rcr", "magnet", "recap", "enat", "awrs"]
+       "threshold-entropy", "rcr", "magnet", "recap", "enat", "awrs", "joint", "joint-independent"]
 
 
 def canvas_with_prompt(b=6, n=12, seed=0):

@@ -10,6 +10,7 @@ from .enat import ENATSampler, ENATState
 from .first_hitting import FirstHittingSampler, FirstHittingState
 from .generate import GenerationOutput, generate
 from .guidance import ClassifierFreeGuidance, GuidanceSchedule, guidance_scale
+from .joint import JointSampler, JointState
 from .kv_cache import CachedDenoiser, KVCache
 from .llada import LLaDASampler, LLaDAState
 from .magnet import MagnetSampler, MagnetState
@@ -50,6 +51,8 @@ __all__ = [
     "ReCAPState",
     "ENATSampler",
     "ENATState",
+    "JointSampler",
+    "JointState",
     "ConstrainedSampler",
     "ConstrainedState",
     "awrs",
