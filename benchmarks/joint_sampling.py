@@ -50,12 +50,14 @@ def code_figures(folder: str, steps: int, batch: int = 32, cases: int = 40, seed
     opt = torch.optim.AdamW([p for p in layer.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)
     t = time.perf_counter()
-    for _ in range(steps):
+    for step in range(steps):
         rows = torch.randint(len(train), (batch,), generator=g)
         loss = distill({"tokens": train[rows]}, g).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if (step + 1) % 50 == 0:
+            print(f"code: layer step {step + 1}, KL {loss.item():.4f}", flush=True)
     print(f"code: layer trained {steps} steps of {batch} chunks in {time.perf_counter() - t:.0f} s")
     layer.eval()
     held = recipe.held_out(corpus).tokens
