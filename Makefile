@@ -16,7 +16,7 @@ $(CORE): pyproject.toml constraints.txt
 	touch $(CORE)
 
 $(DEV): $(CORE)
-	$(PIP) -e '.[dev,bench,text,music,chem,data,tensorboard,hf]'
+	$(PIP) -e '.[dev,bench,text,music,chem,data,tensorboard,hf,images]'
 	touch $(DEV)
 
 demo: $(CORE)

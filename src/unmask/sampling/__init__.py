@@ -3,7 +3,7 @@
 from .amused import AmusedSampler, AmusedState
 from .ancestral import AncestralSampler, AncestralState
 from .block_cache import BlockCached, BlockCachedState
-from .categorical import categorical, gumbel, inverse_cdf, nucleus, token_logp
+from .categorical import categorical, gumbel, inverse_cdf, nucleus, nucleus_draw, token_logp
 from .constrained import ConstrainedSampler, ConstrainedState, awrs
 from .dream import DreamSampler, DreamState
 from .enat import ENATSampler, ENATState
@@ -35,6 +35,7 @@ __all__ = [
     "FirstHittingSampler",
     "FirstHittingState",
     "nucleus",
+    "nucleus_draw",
     "AmusedSampler",
     "AmusedState",
     "LLaDASampler",

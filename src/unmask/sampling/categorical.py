@@ -129,6 +129,68 @@ def nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+def nucleus_draw(
+    logits: torch.Tensor, top_p: float, temperature: float = 1.0, generator: torch.Generator | None = None,
+    score: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`categorical(nucleus(logits / temperature, top_p))` with one sort per row and no scatter back.
+
+    The nucleus is a prefix of the tokens sorted by probability, so the draw, its probability, the
+    top-1 minus top-2 margin and the entropy of the renormalised nucleus are all read in sorted order.
+    Temperature 0: no scaling and the most likely token (the first, as argmax breaks ties). One
+    float64 uniform per row, as `categorical`; the same u picks a token by the CDF of the sorted
+    nucleus, so draws match `categorical(nucleus(...))` in distribution, not token for token.
+
+    logits: [..., V]; score: None, "probability", "margin" or "entropy" (nats, negated so that higher
+    means surer), all under the renormalised nucleus. Returns (Long[...], Float64[...] or None).
+    """
+    if not temperature >= 0:  # NaN too
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not 0 < top_p:
+        raise ValueError(f"top_p must be > 0, got {top_p}")
+    if score not in (None, "probability", "margin", "entropy"):
+        raise ValueError(f"score must be None, 'probability', 'margin' or 'entropy', got {score!r}")
+    v = logits.shape[-1]
+    if v == 0:
+        raise ValueError("cannot draw from an empty vocabulary")
+    flat = logits.reshape(-1, v)
+    m, device = flat.shape[0], logits.device
+    u = torch.rand(m, generator=generator, dtype=torch.float64, device=device) if temperature > 0 else None
+    tokens = torch.empty(m, dtype=torch.long, device=device)
+    scores = torch.empty(m, dtype=torch.float64, device=device) if score else None
+    rows = max(16, _BLOCK_ELEMENTS // v)
+    for lo in range(0, m, rows):
+        values, order = flat[lo : lo + rows].sort(dim=-1, descending=True, stable=True)
+        x = values.double()
+        if temperature not in (0, 1):
+            x.div_(temperature)
+        probs = x.sub_(x[:, :1].clone()).exp_()
+        probs.div_(probs.sum(-1, keepdim=True))
+        cdf = probs.cumsum(-1)
+        if top_p >= 1:
+            kept = torch.full((cdf.shape[0], 1), v, dtype=torch.long, device=device)
+        else:  # the nucleus is the prefix whose mass before each token is below top_p
+            kept = ((cdf - probs) < top_p).sum(-1, keepdim=True).clamp_(min=1)
+        mass = cdf.gather(1, kept - 1)
+        if u is None:
+            at = torch.zeros_like(kept)
+        else:
+            target = torch.minimum(u[lo : lo + rows, None] * mass, torch.nextafter(mass, torch.zeros_like(mass)))
+            at = torch.searchsorted(cdf, target, right=True)
+        tokens[lo : lo + rows] = order.gather(1, at).squeeze(1)
+        if score == "probability":
+            scores[lo : lo + rows] = (probs.gather(1, at) / mass).squeeze(1)
+        elif score == "margin":
+            second = torch.where(kept > 1, probs[:, 1:2] if v > 1 else 0.0, 0.0)
+            scores[lo : lo + rows] = ((probs[:, :1] - second) / mass).squeeze(1)
+        elif score == "entropy":
+            # H = log(mass) - sum_{j<k} p_j log p_j / mass over the kept prefix
+            plogp = torch.xlogy(probs, probs).cumsum_(-1).gather(1, kept - 1)
+            scores[lo : lo + rows] = (plogp / mass - mass.log()).squeeze(1)
+    shape = logits.shape[:-1]
+    return tokens.reshape(shape), None if scores is None else scores.reshape(shape)
+
+
 # --- float32 draws of peer libraries, kept only for bit-compatibility --------------------------
 # diffusers' aMUSEd scheduler draws tokens with torch.multinomial and its choice noise from float32
 # uniforms. Reproducing its outputs for the same torch.Generator needs those very draws; they carry

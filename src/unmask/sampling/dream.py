@@ -19,8 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from . import checks
-from .categorical import categorical, nucleus
-from .confidence import confidence, log_probs
+from .categorical import nucleus_draw
 from .select import sample_top
 
 ALGORITHMS = {"maskgit_plus": "probability", "topk_margin": "margin", "entropy": "entropy"}
@@ -68,11 +67,7 @@ class DreamSampler:
         hidden = tokens == mask_id
         share = self.share(state.step)
         count = (hidden.sum(1).double() * share).floor().long() if share < 1 else hidden.sum(1)
-        at = logits[hidden]
-        scaled = at / self.temperature if self.temperature > 0 else at
-        filtered = nucleus(scaled, self.top_p)
-        drawn = categorical(filtered, 1.0 if self.temperature > 0 else 0.0, generator)
-        score = confidence(log_probs(filtered), drawn, ALGORITHMS[self.alg])
+        drawn, score = nucleus_draw(logits[hidden], self.top_p, self.temperature, generator, ALGORITHMS[self.alg])
         scores = torch.full(tokens.shape, float("-inf"), dtype=torch.float64, device=tokens.device)
         scores[hidden] = score
         commit = sample_top(scores, count, self.alg_temp, generator)

@@ -29,7 +29,7 @@ import torch
 
 from ..layout import Layout
 from . import checks
-from .categorical import categorical, nucleus
+from .categorical import nucleus_draw
 from .confidence import log_probs
 from .select import commit_top
 
@@ -139,7 +139,7 @@ class MagnetSampler:
         temp = self.temperature * (steps - 1 - j) / steps if self.anneal_temperature else self.temperature
         at = logits[:, where][hidden]
         logp = log_probs(at, max(temp, 1e-2))
-        drawn = categorical(nucleus(logp, self.top_p), 1.0, generator)
+        drawn = nucleus_draw(logp, self.top_p, 1.0, generator)[0]
         p = logp.gather(-1, drawn.unsqueeze(-1)).squeeze(-1).exp()
         stream = tokens[:, where].clone()
         stream[hidden] = drawn

@@ -1,0 +1,81 @@
+"""`nucleus_draw`: one sort per row, the draw and its scores read in sorted order, against the plain
+`nucleus` + `categorical` + `confidence` path computed another way."""
+
+import pytest
+import torch
+
+from unmask.sampling import categorical, nucleus, nucleus_draw
+from unmask.sampling.confidence import confidence, log_probs
+
+
+def nucleus_probs(logits, top_p, temperature):
+    """The exact renormalised nucleus distribution, by brute force over each token."""
+    p = (logits.double() / temperature).softmax(-1)
+    before = torch.stack([(p * (p > p[..., j : j + 1])).sum(-1) for j in range(p.shape[-1])], -1)
+    q = p * (before < top_p)
+    return q / q.sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("top_p,temperature", [(0.7, 1.0), (0.95, 0.5), (1.0, 2.0), (0.3, 1.0)])
+def test_frequencies_match_the_renormalised_nucleus(top_p, temperature):
+    logits = torch.tensor([2.0, 0.5, 1.0, -1.0, 1.5, 0.0])
+    exact = nucleus_probs(logits, top_p, temperature)
+    n = 200_000
+    drawn, _ = nucleus_draw(logits.expand(n, -1), top_p, temperature, torch.Generator().manual_seed(0))
+    freq = torch.bincount(drawn, minlength=6).double() / n
+    sigma = (exact * (1 - exact) / n).sqrt()
+    assert torch.all((freq - exact).abs() <= 5 * sigma + 1e-12), (freq, exact)
+    assert torch.all(freq[exact == 0] == 0)  # outside the nucleus: never
+
+
+@pytest.mark.parametrize("kind", ["probability", "margin", "entropy"])
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_scores_equal_confidence_of_the_filtered_distribution(kind, temperature):
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(300, 50, generator=g) * 3
+    logits[:5, 7:] = float("-inf")  # rows whose tail has no mass
+    drawn, score = nucleus_draw(logits, 0.9, temperature, torch.Generator().manual_seed(2), kind)
+    scaled = logits.double() / temperature if temperature > 0 else logits  # scaled in float64, as nucleus_draw does
+    reference = confidence(log_probs(nucleus(scaled, 0.9)), drawn, kind)
+    torch.testing.assert_close(score, reference, rtol=1e-10, atol=1e-12)
+    assert torch.isfinite(logits.gather(1, drawn[:, None])).all()
+
+
+def test_temperature_zero_is_argmax_with_first_index_on_ties():
+    logits = torch.tensor([[0.0, 3.0, 3.0, 1.0], [5.0, 5.0, 5.0, 5.0], [-1.0, -2.0, -3.0, 4.0]])
+    drawn, _ = nucleus_draw(logits, 0.5, 0.0)
+    assert drawn.tolist() == [1, 0, 3]
+    assert drawn.tolist() == categorical(logits, 0.0).tolist()
+
+
+def test_single_token_nucleus_and_shapes():
+    logits = torch.tensor([[[10.0, 0.0, 0.0]] * 4] * 2)  # [2, 4, 3]: the top token holds > 0.99
+    drawn, margin = nucleus_draw(logits, 0.9, 1.0, torch.Generator().manual_seed(0), "margin")
+    assert drawn.shape == (2, 4) and margin.shape == (2, 4)
+    assert (drawn == 0).all() and torch.allclose(margin, torch.ones(2, 4, dtype=torch.float64))
+
+
+def test_many_rows_cross_block_boundaries():
+    """Rows are processed in blocks; every block must draw from its own rows."""
+    v = 4096
+    logits = torch.full((100, v), -5.0)
+    target = torch.arange(100) * 37 % v
+    logits[torch.arange(100), target] = 20.0
+    drawn, p = nucleus_draw(logits, 0.95, 1.0, torch.Generator().manual_seed(0), "probability")
+    assert drawn.tolist() == target.tolist()
+    assert torch.allclose(p, torch.ones(100, dtype=torch.float64))
+
+
+def test_same_generator_same_draws():
+    logits = torch.randn(64, 30, generator=torch.Generator().manual_seed(3))
+    a, _ = nucleus_draw(logits, 0.8, 1.0, torch.Generator().manual_seed(9))
+    b, _ = nucleus_draw(logits, 0.8, 1.0, torch.Generator().manual_seed(9))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kwargs", [{"top_p": 0.0}, {"top_p": -1.0}, {"temperature": -1.0},
+                                    {"temperature": float("nan")}, {"score": "confidence"}])
+def test_bad_arguments(kwargs):
+    args = {"top_p": 0.9, "temperature": 1.0, "score": None} | kwargs
+    with pytest.raises(ValueError):
+        nucleus_draw(torch.zeros(2, 3), args["top_p"], args["temperature"], None, args["score"])
