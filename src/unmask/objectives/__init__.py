@@ -5,6 +5,7 @@ from .base import ObjectiveOutput
 from .dmjd import DisjointMaskingJointDistillation
 from .electra import Electra
 from .hpm import HardPatchMining
+from .image_tokenizer import TokenizerTraining
 from .insertion import InsertionLM
 from .lut import UnmaskedTokenLearning
 from .mae import MaskedAutoencoding
@@ -21,4 +22,5 @@ __all__ = ["ObjectiveOutput", "MaskedTokenModeling",
            "NextTokenPrediction", "Electra", "MaskedDiffusion",
            "MaskedAutoencoding", "HardPatchMining", "UnmaskedTokenLearning", "MimicBeforeReconstruct", "MaskAlign",
            "DisjointMaskingJointDistillation", "MaskedFrequencyModeling", "SelectiveMaskedAutoencoding",
-           "UnifiedMaskedDiffusion", "MaskedTokenOptimization", "InsertionLM"]
+           "UnifiedMaskedDiffusion", "MaskedTokenOptimization", "InsertionLM",
+           "TokenizerTraining"]
