@@ -19,6 +19,8 @@ from unmask.sampling import (
     LLaDASampler,
     MagnetSampler,
     MaskGITSampler,
+    NextScaleSampler,
+    PivotSampler,
     RCRSampler,
     ReCAPSampler,
     ThresholdSampler,
@@ -57,10 +59,13 @@ SAMPLERS = [
     ConstrainedSampler(accept_all, steps=4),
     JointSampler(3),
     JointSampler(3, mode="independent"),
+    PivotSampler(MaskGITSampler(steps=2), MaskGITSampler(steps=3), pivot_length=4),
+    NextScaleSampler((1, 2, 3), lengths=(1, 2, 9)),
 ]
 IDS = ["maskgit", "maskgit-random", "ancestral-10", "ancestral-1000", "first-hitting", "amused", "llada-blocks",
        "llada-random", "dream-maskgit-plus", "dream-margin-alg-temp", "dream-entropy", "threshold-confidence",
-       "threshold-entropy", "rcr", "magnet", "recap", "enat", "awrs", "joint", "joint-independent"]
+       "threshold-entropy", "rcr", "magnet", "recap", "enat", "awrs", "joint", "joint-independent",
+       "pivot", "next-scale"]
 
 
 def canvas_with_prompt(b=6, n=12, seed=0):

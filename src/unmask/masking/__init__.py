@@ -3,6 +3,7 @@
 from .base import Masker, hide_top
 from .block import BlockMask
 from .cm3 import CausalMasking, cm3_spans, cm3_transform
+from .coarse_to_fine import CoarseToFineCorruption, CoarseToFineMask
 from .color import ColorMask
 from .corruption import BertCorruption
 from .disjoint import DisjointViewMask
@@ -26,4 +27,5 @@ __all__ = ["Masker", "hide_top", "RandomMask", "BernoulliMask", "BlockMask", "Sp
            "BertCorruption", "WholeWordMask", "NGramMask", "EntityMask", "MeapMask", "CausalMasking",
            "cm3_spans", "cm3_transform",
            "ColorMask", "DisjointViewMask", "FrequencyMask", "HardPatchMask", "SelectiveMask",
-           "RunningCellMask", "TwinMask", "TrackMask", "MixtureMask", "EdgeMask"]
+           "RunningCellMask", "TwinMask", "TrackMask", "MixtureMask", "EdgeMask", "CoarseToFineMask",
+           "CoarseToFineCorruption"]

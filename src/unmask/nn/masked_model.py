@@ -13,6 +13,8 @@ from torch import nn
 from ..layout import Layout
 from .embedding import Embedding
 from .heads import LogitsHead
+from .scale_attention import scale_causal_mask
+from .token_shuffle import TokenShuffle
 from .transformer import Transformer, init_weights
 from .visible import same_count_rows
 
@@ -28,6 +30,10 @@ class ModelConfig:
     positions: str = "learned"
     # data ids allowed per segment, [lo, hi): logits outside are -inf, so no sampler can emit them
     segment_vocab: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # "scale_causal": each segment attends to itself and earlier segments (next-scale prediction, nn/scale_attention.py)
+    attention: str = "full"
+    # Token-Shuffle window s: the blocks read one token per s x s window of each grid (nn/token_shuffle.py)
+    shuffle: int = 1
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -57,11 +63,21 @@ class MaskedTokenModel(nn.Module):
             allowed[where] = False
             allowed[where, lo:hi] = True
         self.register_buffer("disallowed", ~allowed, persistent=False)
+        if config.attention not in ("full", "scale_causal"):
+            raise ValueError(f"attention must be 'full' or 'scale_causal', got {config.attention!r}")
+        if config.attention != "full" and config.shuffle != 1:
+            raise ValueError("attention='scale_causal' does not combine with shuffle: its mask is over the unshuffled "
+                             "tokens")
+        causal = scale_causal_mask([s.length for s in config.layout.segments]) if config.attention != "full" else None
+        self.register_buffer("attn_mask", causal, persistent=False)
+        self.shuffle = None if config.shuffle == 1 else TokenShuffle(config.dim, config.shuffle, config.layout)
         init_weights(self)
 
     def features(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: Long[B, N] -> Float[B, N, D], after the final LayerNorm."""
-        return self.encoder(self.embed(tokens))
+        if self.shuffle is None:
+            return self.encoder(self.embed(tokens), self.attn_mask)
+        return self.shuffle.unshuffle(self.encoder(self.shuffle(self.embed(tokens))))
 
     def forward(self, tokens: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
         """tokens: Long[B, N] (mask id V at hidden places). Returns logits Float[B, N, V], or
@@ -72,11 +88,11 @@ class MaskedTokenModel(nn.Module):
         is read on the host (`same_count_rows`), never on the device."""
         if where is None:
             return self.head(self.features(tokens)).masked_fill(self.disallowed, float("-inf"))
-        ids = same_count_rows(where)  # [B, K] or None
+        ids = same_count_rows(where) if self.shuffle is None else None  # [B, K] or None
         where = where.to(tokens.device, non_blocking=True)
         if ids is not None:
             ids = ids.to(tokens.device, non_blocking=True)
-            logits = self.head(self.encoder(self.embed(tokens), only=ids).reshape(-1, self.config.dim))
+            logits = self.head(self.encoder(self.embed(tokens), self.attn_mask, only=ids).reshape(-1, self.config.dim))
         else:
             logits = self.head(self.features(tokens), where)
         return logits.masked_fill(self.disallowed.expand(tokens.shape[0], -1, -1)[where], float("-inf"))

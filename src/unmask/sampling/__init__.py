@@ -15,6 +15,8 @@ from .kv_cache import CachedDenoiser, KVCache
 from .llada import LLaDASampler, LLaDAState
 from .magnet import MagnetSampler, MagnetState
 from .maskgit import MaskGITSampler, MaskGITState
+from .next_scale import NextScaleSampler, NextScaleState
+from .pivot import PivotSampler, PivotState
 from .rcr import RCRSampler, RCRState
 from .recap import ReCAPSampler, ReCAPState
 from .threshold import ThresholdSampler, ThresholdState
@@ -57,6 +59,10 @@ __all__ = [
     "ConstrainedSampler",
     "ConstrainedState",
     "awrs",
+    "NextScaleSampler",
+    "NextScaleState",
+    "PivotSampler",
+    "PivotState",
     "ClassifierFreeGuidance",
     "GuidanceSchedule",
     "guidance_scale",

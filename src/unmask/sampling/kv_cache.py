@@ -37,6 +37,9 @@ class CachedDenoiser:
     """
 
     def __init__(self, model: MaskedTokenModel):
+        cfg = getattr(model, "config", None)
+        if getattr(cfg, "shuffle", 1) != 1 or getattr(cfg, "attention", "full") != "full":
+            raise ValueError("CachedDenoiser reads the blocks itself: it has no token shuffle nor scale-causal mask")
         self.model = model
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
