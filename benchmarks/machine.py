@@ -47,10 +47,18 @@ def gemm_gflops(n: int = 1024, repeats: int = 20) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
+def load() -> str:
+    """The 1-minute load average against the CPU count: a shared CPU skews every ratio printed."""
+    try:
+        return f"load {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+    except OSError:
+        return "load unknown"
+
+
 def describe() -> str:
     return (f"machine: {cpu_model()}, {torch.get_num_threads()} torch threads, fp32 GEMM "
             f"{gemm_gflops():.0f} GFLOP/s, bf16 matrix units (AMX): {has_bf16_matrix_units()}, torch "
-            f"{torch.__version__}")
+            f"{torch.__version__}, {load()}")
 
 
 if __name__ == "__main__":
