@@ -78,7 +78,7 @@ def _inverse_cdf(logits: torch.Tensor, u: torch.Tensor, temperature: float,
     rows = max(16, _BLOCK_ELEMENTS // v)  # at least 16: a loop step per row costs more for huge V
     for lo in range(0, m, rows):
         block = flat[lo : lo + rows] if index is None else flat.index_select(0, index[lo : lo + rows])
-        top = block.max(-1, keepdim=True).values.double()  # the max needs no wider copy
+        top = block.amax(-1, keepdim=True).double()  # the max needs no wider copy; amax skips the argmax
         x = block.to(torch.float64, copy=True)  # never the caller's tensor: it is changed in place below
         if temperature != 1:
             x.div_(temperature)
