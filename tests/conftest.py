@@ -33,6 +33,22 @@ TINY = {
                "eval.lead_starts=1", "eval.lead_rounds=1", "eval.lead_proposals=2"],
     "reasoning": [*_SMALL, "train.batch_size=8", "ar.steps=2", "data.train_size=64", "data.test_size=8",
                   "sampler.block_length=4", "sampler.steps_per_block=2"],
+    "glyphs": [*_SMALL, "train.batch_size=8", "tokenizer.steps=2", "tokenizer.width=8", "tokenizer.batch_size=8",
+               "eval.draws=1", "eval.references=8", "eval.grid_prompts=2", "eval.grid_columns=2", "eval.judge_steps=2",
+               "sampler.steps=2"],
+    "emoji": [*_SMALL, "train.batch_size=8", "tokenizer.steps=2", "tokenizer.width=8", "tokenizer.batch_size=8",
+              "eval.draws=1", "eval.references=8", "eval.grid_prompts=2", "eval.grid_columns=2", "eval.judge_steps=2",
+              "sampler.steps=2"],
+    "glyphs-generators": [*_SMALL, "train.batch_size=8", "tokenizer.steps=2", "tokenizer.width=8",
+                          "tokenizer.batch_size=8", "eval.judge_steps=2", "eval.samples_per_class=1",
+                          "eval.timing_steps=1"],
+    "image-tokenizer": ["tokenizer.steps=2", "tokenizer.batch_size=8", "tokenizer.width=8", "eval.shown=4"],
+    "seit": [*_SMALL, "train.batch_size=8", "tokenizer.steps=2", "tokenizer.batch_size=8", "tokenizer.width=8",
+             "classify.steps=2", "classify.batch_size=8"],
+    "ett": [*_SMALL, "train.batch_size=8", "tokenizer.steps=2", "tokenizer.batch_size=8", "tokenizer.width=8",
+            "tokenizer.codes=8"],
+    "ait": [*_SMALL, "train.batch_size=8", "tokenizer.steps=2", "tokenizer.batch_size=8", "tokenizer.width=8",
+            "tokenizer.codes=8"],
 }
 
 

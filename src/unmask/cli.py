@@ -1,4 +1,4 @@
-"""The command line: `unmask train | sample | eval | recipes | masks | tokenizer | prepare | export`.
+"""The command line: `unmask train | sample | eval | recipes | masks | tokenizer | tokenize | prepare | export`.
 
     unmask train digits --out runs/digits train.steps=800 train.lr=1e-3 model.dim=64
     unmask eval runs/digits sampler.name=first-hitting
@@ -9,6 +9,7 @@
     unmask export runs/mlm-bert --to hf out/mlm-bert     # a Hugging Face folder (docs/export.md)
     unmask tokenizer train corpus/ --out tokenizer.json --kind bpe --vocab-size 4096
     unmask prepare corpus/ --tokenizer tokenizer.json --out shards/    # token shards: data.source=shards/
+    unmask tokenize runs/glyphs-vq --set glyphs --split train --out glyphs.safetensors  # image tokens
 
     torchrun --standalone --nproc_per_node=2 -m unmask train digits --out runs/d2 train.parallel=fsdp
 
@@ -54,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir", type=Path)
     s.add_argument("overrides", nargs="*", help="sampler.* and eval.* settings")
     s.add_argument("--n", type=int, default=100, help="samples to draw")
+    s.add_argument("--prompt", help="text prompt of every sample (text-to-image recipes: glyphs, emoji)")
     s.add_argument("--out", type=_path,
                    help="file (or folder) to write; its suffix must be the recipe's (PNG images, text, MIDI, "
                         "TSV molecules); default RUN_DIR/samples.SUFFIX")
@@ -72,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     kt.add_argument("--kind", choices=("bpe", "wordpiece"), default="bpe", help="byte-level BPE or WordPiece")
     kt.add_argument("--vocab-size", type=int, default=8192, help="tokens, the 10 special ones included")
     kt.add_argument("--text-column", default="text", help="the column of rows that holds the text")
+    it = sub.add_parser("tokenize", help="store an embedded image set as the tokens of a trained image tokenizer "
+                                         "run (safetensors); not `tokenizer`, which trains text BPE")
+    it.add_argument("run_dir", type=Path, help="an image-tokenizer run, or a run with a tokenizer role (RUN/tokenizer)")
+    it.add_argument("--set", required=True, help="embedded image set: glyphs, emoji, faces or digits")
+    it.add_argument("--split", default="train", help="train or test")
+    it.add_argument("--out", type=_path, required=True, help="safetensors file to write (tokens, labels, metadata)")
     pr = sub.add_parser("prepare", help="tokenise a corpus once into memory-mapped token shards (data.source=OUT)")
     pr.add_argument("source", help="text files: a file, folder or glob (with --verify: a shard set)")
     pr.add_argument("--tokenizer", type=Path, help="the tokenizer.json to tokenise with")
@@ -159,6 +167,14 @@ def run(argv: list[str]) -> int:
         out, size, docs = train_from_source(args.source, args.out, args.kind, args.vocab_size, args.text_column)
         print(f"wrote {out} ({args.kind}, {size} tokens, trained on {docs} documents)")
         return 0
+    if args.command == "tokenize":
+        from .recipes.image_tokenizer import stored_set
+
+        meta = stored_set(args.run_dir, args.set, args.split, args.out)
+        h, w = meta["grid"]
+        print(f"wrote {args.out}: {meta['images']} {meta['set']} {meta['split']} images as {h}x{w} tokens of "
+              f"{meta['codebook_size']} codes ({meta['bits_per_image']:.1f} bits per image)")
+        return 0
     if args.command == "prepare":
         _prepare(args)
         return 0
@@ -199,8 +215,11 @@ def run(argv: list[str]) -> int:
     from .recipes.memory import check_fits
 
     check_fits(recipe.settings, recipe.name, n_generate=args.n)
+    if args.prompt is not None and not recipe.takes_prompt:
+        raise UnmaskError(f"recipe {recipe.name!r} takes no --prompt (text-to-image recipes do: glyphs, emoji)")
+    prompt = {} if args.prompt is None else {"prompt": args.prompt}
     out = _sample_file(args.out, run.folder, recipe.sample_suffix)
-    print(f"wrote {recipe.sample(run, objective, args.n, out)}")
+    print(f"wrote {recipe.sample(run, objective, args.n, out, **prompt)}")
     return 0
 
 

@@ -33,7 +33,7 @@ def frozen_read(model: MaskedTokenModel, tokens: torch.Tensor) -> tuple[torch.Te
 
     tokens: Long[B, N] (mask id V at hidden places) -> (logits Float[B, N, V], equal to `model(tokens)`;
     h Float[B, N, D], the last block's output before the final LayerNorm)."""
-    h = model.embed(tokens)
+    h = model.inputs(tokens)  # embeddings, plus the mask ratio's where the model reads it
     for block in model.encoder.blocks:
         h = block(h)
     logits = model.head(model.encoder.norm(h)).masked_fill(model.disallowed, float("-inf"))

@@ -14,6 +14,7 @@ from ..layout import Layout
 from .embedding import Embedding
 from .heads import LogitsHead
 from .scale_attention import scale_causal_mask
+from .text_condition import RatioEmbedding
 from .token_shuffle import TokenShuffle
 from .transformer import Transformer, init_weights
 from .visible import same_count_rows
@@ -34,9 +35,13 @@ class ModelConfig:
     attention: str = "full"
     # Token-Shuffle window s: the blocks read one token per s x s window of each grid (nn/token_shuffle.py)
     shuffle: int = 1
+    # a segment whose hidden share enters as the timestep, added to every token (Meissonic; nn/text_condition.py)
+    ratio_input: str = ""
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        if not self.ratio_input:
+            del d["ratio_input"]  # runs written before the option read the same
         d["layout"] = self.layout.to_dict()
         d["segment_vocab"] = {k: list(v) for k, v in self.segment_vocab.items()}
         return d
@@ -71,13 +76,25 @@ class MaskedTokenModel(nn.Module):
         causal = scale_causal_mask([s.length for s in config.layout.segments]) if config.attention != "full" else None
         self.register_buffer("attn_mask", causal, persistent=False)
         self.shuffle = None if config.shuffle == 1 else TokenShuffle(config.dim, config.shuffle, config.layout)
+        self.ratio = None
+        if config.ratio_input:
+            self.ratio_where = config.layout.slice(config.ratio_input)
+            self.ratio = RatioEmbedding(config.dim)
         init_weights(self)
+
+    def inputs(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: Long[B, N] -> Float[B, N, D], the embeddings (plus the ratio's, with `ratio_input`)."""
+        x = self.embed(tokens)
+        if self.ratio is None:
+            return x
+        ratio = (tokens[:, self.ratio_where] == self.mask_id).float().mean(1)  # [B], read on the device
+        return x + self.ratio(ratio)[:, None]
 
     def features(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: Long[B, N] -> Float[B, N, D], after the final LayerNorm."""
         if self.shuffle is None:
-            return self.encoder(self.embed(tokens), self.attn_mask)
-        return self.shuffle.unshuffle(self.encoder(self.shuffle(self.embed(tokens))))
+            return self.encoder(self.inputs(tokens), self.attn_mask)
+        return self.shuffle.unshuffle(self.encoder(self.shuffle(self.inputs(tokens))))
 
     def forward(self, tokens: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
         """tokens: Long[B, N] (mask id V at hidden places). Returns logits Float[B, N, V], or
@@ -92,7 +109,7 @@ class MaskedTokenModel(nn.Module):
         where = where.to(tokens.device, non_blocking=True)
         if ids is not None:
             ids = ids.to(tokens.device, non_blocking=True)
-            logits = self.head(self.encoder(self.embed(tokens), self.attn_mask, only=ids).reshape(-1, self.config.dim))
+            logits = self.head(self.encoder(self.inputs(tokens), self.attn_mask, only=ids).reshape(-1, self.config.dim))
         else:
             logits = self.head(self.features(tokens), where)
         return logits.masked_fill(self.disallowed.expand(tokens.shape[0], -1, -1)[where], float("-inf"))

@@ -7,13 +7,19 @@ import difflib
 from pathlib import Path
 
 from ..errors import UnmaskError
+from .ait import AiT
 from .ar_code import ArCode
 from .base import Loaded, Recipe, SamplerSettings, TransformerSettings
 from .chorales import Chorales
 from .digits import Digits
 from .electra_code import ElectraCode
+from .emoji import Emoji
+from .ett import ETT
 from .genmol import GenMol
+from .glyph_generators import GlyphGenerators
+from .glyphs import Glyphs
 from .ilm_code import IlmCode
+from .image_tokenizer import ImageTokenizerRecipe
 from .mae_digits import MAEDigits
 from .mdlm_code import MdlmCode
 from .mlm_code import MlmCode
@@ -21,11 +27,12 @@ from .pointmae_shapes import PointMAEShapes
 from .reasoning import Reasoning
 from .report import Metric, Report, Table
 from .run import Run
+from .seit import SeiT
 from .videomae_digits import VideoMAEDigits
 
 RECIPES: dict[str, type[Recipe]] = {r.name: r for r in (
     Digits, MAEDigits, MlmCode, ElectraCode, MdlmCode, ArCode, VideoMAEDigits, PointMAEShapes, Chorales, GenMol,
-    Reasoning, IlmCode)}
+    Reasoning, IlmCode, ImageTokenizerRecipe, SeiT, Glyphs, Emoji, GlyphGenerators, ETT, AiT)}
 
 
 def get(name: str) -> type[Recipe]:

@@ -10,7 +10,8 @@ own, each a frozen dataclass of `option`s) and writes only what makes it that re
     training_data(run)            -> {name: Tensor[M, ...]}, the rows the trainer draws batches from
     measure(run, objective)       -> {metric: value}, figures written into the run folder
     report(metrics)               -> the `Report` (metric rows with baselines, figures, set-up)
-    sample(run, objective, n, out)-> the file written (suffix `sample_suffix`)
+    sample(run, objective, n, out)-> the file written (suffix `sample_suffix`); a recipe with
+                                     `takes_prompt` also takes `prompt=` (`unmask sample --prompt`)
 
 Settings on the command line are dotted keys (`train.steps=100 model.dim=64 sampler.name=ancestral`);
 `unmask recipes NAME` prints the tree with defaults, ranges and help.
@@ -70,6 +71,7 @@ class Recipe:
     summary: ClassVar[str]
     Settings: ClassVar[type]
     sample_suffix: ClassVar[str] = ".png"
+    takes_prompt: ClassVar[bool] = False  # whether `sample` draws for a text prompt (`unmask sample --prompt`)
     roles: ClassVar[tuple[str, ...]] = ("main",)
     # flat keys of older runs -> dotted keys, where the names differ (the rest keep their names)
     upgrades: ClassVar[dict[str, str]] = {"sampler": "sampler.name", "sampler_steps": "sampler.steps"}
@@ -114,7 +116,7 @@ class Recipe:
     def report(self, metrics: dict) -> Report:
         return Report(f"{self.name}", self.setup(), (all_metrics(metrics),))
 
-    def sample(self, run: Run, objective: nn.Module, n: int, out: Path) -> Path:
+    def sample(self, run: Run, objective: nn.Module, n: int, out: Path, prompt: str | None = None) -> Path:
         raise UnmaskError(f"recipe {self.name!r} does not sample")
 
     # shared --------------------------------------------------------------------------------
