@@ -55,10 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir", type=Path)
     s.add_argument("overrides", nargs="*", help="sampler.* and eval.* settings")
     s.add_argument("--n", type=int, default=100, help="samples to draw")
-    s.add_argument("--prompt", help="text prompt of every sample (text-to-image recipes: glyphs, emoji)")
+    s.add_argument("--prompt", help=f"prompt of every sample (recipes that take one: {', '.join(_prompted())})")
     s.add_argument("--out", type=_path,
-                   help="file (or folder) to write; its suffix must be the recipe's (PNG images, text, MIDI, "
-                        "TSV molecules); default RUN_DIR/samples.SUFFIX")
+                   help="file (or folder) to write; its suffix must be the recipe's (PNG images, text, MIDI, TSV "
+                        "molecules, WAV speech, GIF motion: `unmask recipes` lists them); default "
+                        "RUN_DIR/samples.SUFFIX")
     x = sub.add_parser("export", help="write a trained run as a Hugging Face folder or safetensors + config")
     x.add_argument("run_dir", type=Path)
     x.add_argument("--to", choices=("hf", "unmask"), required=True, help="hf: transformers; unmask: unmask.load")
@@ -100,6 +101,13 @@ def _path(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty; give a path")
     return Path(text)
+
+
+def _prompted() -> list[str]:
+    """The recipes whose samples take a prompt (`--prompt`)."""
+    from . import recipes
+
+    return sorted(name for name, cls in recipes.RECIPES.items() if cls.takes_prompt)
 
 
 def _sample_file(out: Path | None, run_folder: Path, suffix: str) -> Path:
@@ -216,7 +224,7 @@ def run(argv: list[str]) -> int:
 
     check_fits(recipe.settings, recipe.name, n_generate=args.n)
     if args.prompt is not None and not recipe.takes_prompt:
-        raise UnmaskError(f"recipe {recipe.name!r} takes no --prompt (text-to-image recipes do: glyphs, emoji)")
+        raise UnmaskError(f"recipe {recipe.name!r} takes no --prompt (recipes that do: {', '.join(_prompted())})")
     prompt = {} if args.prompt is None else {"prompt": args.prompt}
     out = _sample_file(args.out, run.folder, recipe.sample_suffix)
     print(f"wrote {recipe.sample(run, objective, args.n, out, **prompt)}")
