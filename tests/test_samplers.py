@@ -11,6 +11,7 @@ from toys import ExactJoint, Factorised, Recorder, empirical, total_variation, u
 from unmask.sampling import (
     AmusedSampler,
     AncestralSampler,
+    BAMMSampler,
     ConstrainedSampler,
     DreamSampler,
     ENATSampler,
@@ -61,11 +62,12 @@ SAMPLERS = [
     JointSampler(3, mode="independent"),
     PivotSampler(MaskGITSampler(steps=2), MaskGITSampler(steps=3), pivot_length=4),
     NextScaleSampler((1, 2, 3), lengths=(1, 2, 9)),
+    BAMMSampler(),
 ]
 IDS = ["maskgit", "maskgit-random", "ancestral-10", "ancestral-1000", "first-hitting", "amused", "llada-blocks",
        "llada-random", "dream-maskgit-plus", "dream-margin-alg-temp", "dream-entropy", "threshold-confidence",
        "threshold-entropy", "rcr", "magnet", "recap", "enat", "awrs", "joint", "joint-independent",
-       "pivot", "next-scale"]
+       "pivot", "next-scale", "bamm"]
 
 
 def canvas_with_prompt(b=6, n=12, seed=0):

@@ -1,5 +1,6 @@
 """Maskers: which tokens to hide. See `base.py` for the contract (True = hidden, exact counts)."""
 
+from .ask2mask import Ask2Mask
 from .base import Masker, hide_top
 from .block import BlockMask
 from .cm3 import CausalMasking, cm3_spans, cm3_transform
@@ -11,16 +12,20 @@ from .edge import EdgeMask
 from .entity import EntityMask
 from .frequency import FrequencyMask
 from .hard_patch import HardPatchMask
+from .magnet import MagnetMask
 from .meap import MeapMask
 from .mixture import MixtureMask
+from .motion import BodyPartMask, TimeFrameMask
 from .ngram import NGramMask
 from .random import BernoulliMask, RandomMask, random_mask
 from .running_cell import RunningCellMask
 from .selective import SelectiveMask
 from .span import SpanMask
+from .stream_wise import StreamWiseMask
 from .tracks import TrackMask
 from .tube import TubeMask
 from .twin import TwinMask
+from .wav2vec_span import Wav2VecSpanMask
 from .words import WholeWordMask
 
 __all__ = ["Masker", "hide_top", "RandomMask", "BernoulliMask", "BlockMask", "SpanMask", "TubeMask", "random_mask",
@@ -28,4 +33,5 @@ __all__ = ["Masker", "hide_top", "RandomMask", "BernoulliMask", "BlockMask", "Sp
            "cm3_spans", "cm3_transform",
            "ColorMask", "DisjointViewMask", "FrequencyMask", "HardPatchMask", "SelectiveMask",
            "RunningCellMask", "TwinMask", "TrackMask", "MixtureMask", "EdgeMask", "CoarseToFineMask",
-           "CoarseToFineCorruption"]
+           "CoarseToFineCorruption", "MagnetMask", "StreamWiseMask",
+           "Wav2VecSpanMask", "Ask2Mask", "TimeFrameMask", "BodyPartMask"]

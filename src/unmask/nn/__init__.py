@@ -1,5 +1,6 @@
 """Networks: the Transformer, embeddings, heads and the masked token model."""
 
+from .audio_tokenizer import AcousticTokenizer, AcousticTokenizerConfig
 from .bert import BertConfig, BertMaskedModel
 from .causal import CausalTokenModel
 from .embedding import Embedding, sincos_nd
@@ -10,7 +11,7 @@ from .joint_layer import JointDenoiser, JointLayer
 from .mae import MAEConfig, MAEDecoder, MaskedAutoencoder, MaskedEncoder
 from .masked_model import MaskedTokenModel, ModelConfig
 from .patch import PatchEmbed, patchify, unpatchify
-from .quantizers import FSQ, Quantized, VectorQuantizer
+from .quantizers import FSQ, Quantized, ResidualVQ, VectorQuantizer
 from .scale_attention import scale_causal_mask
 from .token_shuffle import TokenShuffle
 from .transformer import Transformer
@@ -20,4 +21,5 @@ __all__ = ["Embedding", "LogitsHead", "MaskedTokenModel", "ModelConfig", "Transf
            "BertConfig", "BertMaskedModel", "CausalTokenModel", "EMDConfig", "EMDMaskedTokenModel",
            "MAEConfig", "MAEDecoder", "MaskedAutoencoder", "MaskedEncoder", "PatchEmbed", "patchify", "unpatchify",
            "VisibleIndex", "split_visible", "JointLayer", "JointDenoiser", "TokenShuffle", "scale_causal_mask",
-           "ImageTokenizer", "ImageTokenizerConfig", "TokenizerOutput", "FSQ", "Quantized", "VectorQuantizer"]
+           "ImageTokenizer", "ImageTokenizerConfig", "TokenizerOutput", "FSQ", "Quantized", "VectorQuantizer",
+           "ResidualVQ", "AcousticTokenizer", "AcousticTokenizerConfig"]

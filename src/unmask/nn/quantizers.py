@@ -216,3 +216,62 @@ class FSQ(nn.Module):
         indices = self.codes_to_indices(codes.detach())
         _, perplexity, used = usage(indices, self.codebook_size)
         return Quantized(codes, indices, codes.new_zeros(()), perplexity, used)
+
+
+class ResidualVQ(nn.Module):
+    """Residual vector quantization (SoundStream: Zeghidour, Luebs, Omran, Skoglund, Tagliasacchi 2021,
+    "SoundStream: An End-to-End Neural Audio Codec", arXiv:2107.03312): stage k quantizes, with its own
+    `VectorQuantizer`, the residual that stages 0..k-1 left, so each added stage refines the code.
+
+    Stage k sees r_k = z - p_k, where p_k = ((e_0 + e_1) + ...) + e_{k-1} is the running sum of the
+    chosen code vectors (p_0 = 0), and picks e_k = its nearest code to r_k. `embed` adds the codes in
+    the same order, so `embed(indices[..., :k])` is p_k bit for bit and z - embed(indices[..., :k]) is
+    exactly what stage k quantized. Earlier codes enter later residuals detached: stage k's commitment
+    term pulls the encoder towards p_k + e_k, not earlier codebooks towards later residuals.
+
+    forward(z: Float[..., dim], generator=None) -> Quantized(quantized Float[..., dim] = p_stages,
+    straight through to z; indices Long[..., stages]; loss = the sum of the stages' VQ losses;
+    perplexity and used_share = their means over the stages). Dead-code restarts are each stage's own
+    (`VectorQuantizer`), drawn from that stage's residuals, one after another from `generator`.
+    """
+
+    def __init__(self, stages: int, codes: int, dim: int, beta: float = 0.25, restart_after: int = 32,
+                 seed: int = 0):
+        super().__init__()
+        if stages < 1:
+            raise ValueError(f"stages must be >= 1, got {stages}")
+        self.stages, self.codes, self.dim = stages, codes, dim
+        self.quantizers = nn.ModuleList(VectorQuantizer(codes, dim, beta, restart_after, seed + k)
+                                        for k in range(stages))
+
+    @property
+    def codebook_size(self) -> int:
+        """Codes per stage."""
+        return self.codes
+
+    def embed(self, indices: torch.Tensor) -> torch.Tensor:
+        """Long[..., s] (the first s <= stages stages) -> Float[..., dim]: the sum of their code vectors."""
+        if not 1 <= indices.shape[-1] <= self.stages:
+            raise ValueError(f"indices must be Long[..., s] with 1 <= s <= {self.stages}, got shape "
+                             f"{tuple(indices.shape)}")
+        total = self.quantizers[0].indices_to_codes(indices[..., 0])
+        for k in range(1, indices.shape[-1]):
+            total = total + self.quantizers[k].indices_to_codes(indices[..., k])
+        return total
+
+    def forward(self, z: torch.Tensor, generator: torch.Generator | None = None) -> Quantized:
+        if z.shape[-1] != self.dim:
+            raise ValueError(f"z must be Float[..., {self.dim}], got shape {tuple(z.shape)}")
+        partial = None  # p_k, detached
+        indices, losses, perplexities, used = [], [], [], []
+        for vq in self.quantizers:
+            residual = z if partial is None else z - partial
+            out = vq(residual, generator=generator)
+            code = out.quantized.detach()  # = e_k exactly: straight_through's value is the code
+            partial = code if partial is None else partial + code
+            indices.append(out.indices)
+            losses.append(out.loss)
+            perplexities.append(out.perplexity)
+            used.append(out.used_share)
+        return Quantized(straight_through(partial, z), torch.stack(indices, dim=-1), torch.stack(losses).sum(),
+                         torch.stack(perplexities).mean(), torch.stack(used).mean())

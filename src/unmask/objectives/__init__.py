@@ -1,5 +1,6 @@
 """Objectives: batch -> (loss, metrics). Each owns its networks and its masker."""
 
+from .audio_tokenizer import AcousticTokenizerTraining
 from .autoregressive import NextTokenPrediction
 from .base import ObjectiveOutput
 from .dmjd import DisjointMaskingJointDistillation
@@ -11,7 +12,7 @@ from .lut import UnmaskedTokenLearning
 from .mae import MaskedAutoencoding
 from .maskalign import MaskAlign
 from .masked_diffusion import MaskedDiffusion
-from .masked_token import MaskedTokenModeling
+from .masked_token import MagnetTokenModeling, MaskedTokenModeling
 from .mfm import MaskedFrequencyModeling
 from .mimic import MimicBeforeReconstruct
 from .mto import MaskedTokenOptimization
@@ -23,4 +24,4 @@ __all__ = ["ObjectiveOutput", "MaskedTokenModeling",
            "MaskedAutoencoding", "HardPatchMining", "UnmaskedTokenLearning", "MimicBeforeReconstruct", "MaskAlign",
            "DisjointMaskingJointDistillation", "MaskedFrequencyModeling", "SelectiveMaskedAutoencoding",
            "UnifiedMaskedDiffusion", "MaskedTokenOptimization", "InsertionLM",
-           "TokenizerTraining"]
+           "TokenizerTraining", "MagnetTokenModeling", "AcousticTokenizerTraining"]

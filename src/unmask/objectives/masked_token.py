@@ -20,6 +20,9 @@ Settings that cannot mean anything together are errors naming them: `ratio` with
 segment), `balance_segments=False` with `segment_weights` (the weights are a balance), and
 `segment_weights` naming a segment the layout lacks, or with a weight below zero, or all zero.
 
+`MagnetTokenModeling` (MAGNeT, Ziv et al. 2024, arXiv:2401.04577) scores only part of the hidden
+places: those of each row's stage stream (`scored`), while the later streams stay hidden in the input.
+
 `corruption` turns the mask into inputs (default: hidden tokens become the mask id; BERT's 80/10/10
 is `masking.BertCorruption`). Batch entries other than "tokens" (e.g. `word_ids`) reach the masker as
 its context.
@@ -121,6 +124,10 @@ class MaskedTokenModeling(nn.Module):
             return hidden_ce_mean(ce, mask, self.segment_ids, self.segment_weights)
         return hidden_ce_mean(ce, mask)
 
+    def scored(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden: Bool[B, N] (host) -> the hidden places the loss reads: every one of them."""
+        return hidden
+
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> ObjectiveOutput:
         tokens = batch["tokens"]
         b = tokens.shape[0]
@@ -131,13 +138,31 @@ class MaskedTokenModeling(nn.Module):
             inputs = tokens.masked_fill(mask, self.mask_id)
         else:
             inputs = self.corruption(tokens, mask, self.mask_id, generator)
+        scored = self.scored(hidden)  # the hidden places the loss reads (all, unless a subclass says)
+        target = mask if scored is hidden else scored.to(tokens.device, non_blocking=True)
         # the host mask lets the model shape its last block without reading the device
-        logits = self.model(inputs, where=hidden)  # [M, V], M = hidden tokens in the batch
-        targets = tokens[mask]
-        loss = self.loss(F.cross_entropy(logits.float(), targets, reduction="none"), mask)
+        logits = self.model(inputs, where=scored)  # [M, V], M = scored tokens in the batch
+        targets = tokens[target]
+        loss = self.loss(F.cross_entropy(logits.float(), targets, reduction="none"), target)
         with torch.no_grad():
             # target logit at the row maximum: argmax up to exact ties, and several times cheaper on CPU
             hit = logits.gather(1, targets[:, None]).squeeze(1) >= logits.amax(-1)
         metrics = {"loss": loss.detach(), "hidden_acc": hit.float().mean(),  # nan when nothing is hidden
                    "hidden_share": mask.float().mean()}
         return ObjectiveOutput(loss, metrics)
+
+
+class MagnetTokenModeling(MaskedTokenModeling):
+    """MAGNeT (Ziv et al. 2024, arXiv:2401.04577): the mask of `masking.MagnetMask` hides a span-masked
+    stage stream and every stream after it, but the loss reads only the stage stream's hidden places
+    (`MagnetMask.targets`), as audiocraft's solver does; the later streams are hidden so that stream k
+    is learned without them, not to be predicted. The ratio (default: cosine schedule, MAGNeT's
+    m = cos(pi u / 2)) is the stage stream's span mask rate."""
+
+    def __init__(self, model: nn.Module, masker, schedule: Schedule | None = None, **options):
+        if not hasattr(masker, "targets"):
+            raise ValueError(f"MagnetTokenModeling needs a masker with `targets` (masking.MagnetMask), got {masker!r}")
+        super().__init__(model, masker, schedule, **options)
+
+    def scored(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.masker.targets(self.layout, hidden)

@@ -9,6 +9,9 @@ from pathlib import Path
 from ..errors import UnmaskError
 from .ait import AiT
 from .ar_code import ArCode
+from .ask2mask import Ask2MaskRecipe
+from .audio_magnet import AudioMagnet
+from .bamm import BAMMRecipe
 from .base import Loaded, Recipe, SamplerSettings, TransformerSettings
 from .chorales import Chorales
 from .digits import Digits
@@ -23,16 +26,22 @@ from .image_tokenizer import ImageTokenizerRecipe
 from .mae_digits import MAEDigits
 from .mdlm_code import MdlmCode
 from .mlm_code import MlmCode
+from .motion import Motion
+from .motion_masks import MotionMasks
+from .openbeats import OpenBEATs
 from .pointmae_shapes import PointMAEShapes
 from .reasoning import Reasoning
 from .report import Metric, Report, Table
 from .run import Run
 from .seit import SeiT
+from .speech import Speech
 from .videomae_digits import VideoMAEDigits
+from .w2v_bert import W2VBertRecipe
 
 RECIPES: dict[str, type[Recipe]] = {r.name: r for r in (
     Digits, MAEDigits, MlmCode, ElectraCode, MdlmCode, ArCode, VideoMAEDigits, PointMAEShapes, Chorales, GenMol,
-    Reasoning, IlmCode, ImageTokenizerRecipe, SeiT, Glyphs, Emoji, GlyphGenerators, ETT, AiT)}
+    Reasoning, IlmCode, ImageTokenizerRecipe, SeiT, Glyphs, Emoji, GlyphGenerators, ETT, AiT,
+    W2VBertRecipe, Ask2MaskRecipe, Motion, AudioMagnet, Speech, BAMMRecipe, MotionMasks, OpenBEATs)}
 
 
 def get(name: str) -> type[Recipe]:

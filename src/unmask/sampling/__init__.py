@@ -2,6 +2,7 @@
 
 from .amused import AmusedSampler, AmusedState
 from .ancestral import AncestralSampler, AncestralState
+from .bamm import BAMMSampler, BAMMState, bamm_cascade
 from .block_cache import BlockCached, BlockCachedState
 from .categorical import categorical, gumbel, inverse_cdf, nucleus, nucleus_draw, token_logp
 from .constrained import ConstrainedSampler, ConstrainedState, awrs
@@ -68,4 +69,7 @@ __all__ = [
     "guidance_scale",
     "CachedDenoiser",
     "KVCache",
+    "BAMMSampler",
+    "BAMMState",
+    "bamm_cascade",
 ]
