@@ -138,6 +138,10 @@ def test_sample_writes_a_wav_and_refuses_other_words(tiny, tmp_path):
     with wave.open(str(path)) as w:
         assert path.suffix == ".wav" and w.getnchannels() == 1 and w.getsampwidth() == 2
         assert w.getframerate() == audio.RATE and w.getnframes() == 2 * (one + round(GAP * audio.RATE))
+    from PIL import Image
+
+    with Image.open(path.with_suffix(".png")) as picture:  # 2 spectrograms of 48 frames + 2-pixel gaps, scale 3
+        assert picture.size == (3 * 2 * (48 + 2), 3 * 40)
     with pytest.raises(UnmaskError, match="zero, one, two"):
         recipe.sample(run, recipe.load(run), 1, tmp_path / "y", prompt="banana")
 
@@ -149,4 +153,6 @@ def test_tiny_run_measures_everything(tmp_path):
         for what in ("word", "voice"):
             assert 0.0 <= metrics[f"{who}_{what}_acc"] <= 1.0
     assert metrics["prompt_same_voice"] == 1.0 and metrics["held_out_utterances"] == len(speech.frames("test").words)
-    assert (tmp_path / "report.md").exists()
+    report = (tmp_path / "report.md").read_text()
+    assert "(samples.png)" in report and "(samples.wav)" in report
+    assert (tmp_path / "samples.wav").stat().st_size > 0 and (tmp_path / "samples.png").exists()

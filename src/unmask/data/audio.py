@@ -140,3 +140,19 @@ def read_wav(path: str | Path) -> tuple[torch.Tensor, int]:
         rate = f.getframerate()
         pcm = np.frombuffer(f.readframes(f.getnframes()), dtype="<i2")
     return torch.from_numpy(pcm.astype(np.float32) / PCM_SCALE), rate
+
+
+def save_mel_png(mel: torch.Tensor, path: str | Path, scale: int = 3) -> Path:
+    """mel: Float[n, T, n_mels] log-mel -> a grey PNG of the n spectrograms side by side (time to the right,
+    low frequencies at the bottom, black = quiet), each pixel `scale` x `scale`. Needs Pillow."""
+    from PIL import Image
+
+    low, high = float(mel.min()), float(mel.max())
+    grey = ((mel - low) / max(high - low, 1e-6) * 255).round().to(torch.uint8)  # [n, T, M]
+    gap = torch.full((grey.shape[2], 2), 255, dtype=torch.uint8)
+    picture = torch.cat([torch.cat([g.T.flip(0), gap], 1) for g in grey], 1)  # [M, n (T + 2)]
+    image = Image.fromarray(picture.numpy()).resize((picture.shape[1] * scale, picture.shape[0] * scale),
+                                                    Image.NEAREST)
+    path = Path(path)
+    image.save(path)
+    return path

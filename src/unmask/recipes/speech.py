@@ -69,6 +69,7 @@ from .semantic_tokens import SemanticSettings, semantic_tokens, train_semantic_e
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 TEXT = 8  # letters of the longest word ("backward", "forward")
 GAP = 0.2  # seconds of silence between utterances in a sample
+SHOWN = "seven"  # the word of the samples a report shows
 
 
 @dataclass(frozen=True)
@@ -296,7 +297,9 @@ class Speech(Recipe):
     def measure(self, run: Run, objective: MaskedTokenModeling) -> dict:
         s = self.settings
         judge = train_speech_judge(s.eval.judge_seed, s.eval.judge_steps, s.acoustic.frames)  # trains: grad on
-        return self.judged(run, objective, judge)
+        metrics = self.judged(run, objective, judge)
+        self.sample(run, objective, 4, run.file("samples.wav"), prompt=SHOWN)  # and samples.png beside it
+        return metrics
 
     @torch.no_grad()
     def judged(self, run: Run, objective: MaskedTokenModeling, judge) -> dict:
@@ -344,14 +347,16 @@ class Speech(Recipe):
                  f"{s.sampler.t2s_steps} calls; S2A {s.sampler.s2a_steps} calls per stream, top-p {s.sampler.top_p}, "
                  f"temperature {s.sampler.temperature}; no guidance. Judge: eval/speech_judge.py, "
                  f"{s.eval.judge_steps} steps, seed {s.eval.judge_seed}.")
-        return Report("speech: MaskGCT's two masked stages, with and without a voice prompt", setup, tuple(tables))
+        return Report("speech: MaskGCT's two masked stages, with and without a voice prompt", setup, tuple(tables),
+                      ((f"log-mel of four generated '{SHOWN}', voice prompts of 4 voices", "samples.png"),),
+                      ("Listen: [samples.wav](samples.wav) (the same four, through Griffin-Lim).",))
 
     # sampling -------------------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, run: Run, objective: MaskedTokenModeling, n: int, out: Path, prompt: str | None = None) -> Path:
         """n utterances of the word `prompt` (without one, the words in turn), the i-th in the voice of a
         held-out utterance of voice i mod 12 (another word where there is one), through Griffin-Lim into one
-        WAV, 0.2 s of silence between them."""
+        WAV, 0.2 s of silence between them, and their log-mel spectrograms as a PNG beside it."""
         if prompt is not None and prompt not in speech.WORDS:
             raise UnmaskError(f"--prompt must be one of the words: {', '.join(speech.WORDS)}; got {prompt!r}")
         words = [prompt] * n if prompt is not None else [speech.WORDS[i % len(speech.WORDS)] for i in range(n)]
@@ -367,4 +372,6 @@ class Speech(Recipe):
         waves = audio.MelSpectrogram().to_wave(mel, generator=g)  # [n, L]
         gap = waves.new_zeros(round(audio.RATE * GAP))
         wave = torch.cat([torch.cat([w / w.abs().max().clamp(min=1e-6) * 0.9, gap]) for w in waves])
-        return audio.write_wav(self.sample_path(out), wave)
+        path = audio.write_wav(self.sample_path(out), wave)
+        audio.save_mel_png(mel, path.with_suffix(".png"))
+        return path
