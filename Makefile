@@ -16,7 +16,7 @@ $(CORE): pyproject.toml constraints.txt
 	touch $(CORE)
 
 $(DEV): $(CORE)
-	$(PIP) -e '.[dev,bench,text,music,chem,data,tensorboard,hf,images,audio,motion]'
+	$(PIP) -e '.[dev,bench,text,music,chem,data,tensorboard,hf,images,audio,motion,structures]'
 	touch $(DEV)
 
 demo: $(CORE)
