@@ -10,7 +10,8 @@ import json
 import pytest
 
 from conftest import TINY
-from unmask.config import is_section, keys, leaves, to_dict
+from unmask.config import int_list, is_section, keys, leaves, to_dict
+from unmask.errors import UnmaskError
 from unmask.recipes import RECIPES, Recipe, Run, get
 from unmask.recipes.report import Report
 
@@ -134,3 +135,17 @@ def test_digits_mask_shares_build_the_mixture_they_name_and_must_not_exceed_one(
     assert type(plain.build().masker).__name__ == "RandomMask"
     ran = cli("train", "digits", "objective.block_share=0.6", "objective.edge_share=0.5")
     assert ran.code == 2 and "objective.block_share + objective.edge_share = 1.1 is more than 1" in ran.err
+
+
+@pytest.mark.parametrize("text, kwargs, expected", [
+    ("3,3,2", {"lo": 1}, (3, 3, 2)), ("7", {"lo": 2}, (7,)), ("1, 2", {"lo": 1, "count": 2}, (1, 2))])
+def test_int_list_reads_comma_separated_integers(text, kwargs, expected):
+    assert int_list("a.key", text, **kwargs) == expected
+
+
+@pytest.mark.parametrize("text, kwargs", [
+    ("", {"lo": 1}), ("3,x", {"lo": 1}), ("3,,2", {"lo": 1}), ("1,2", {"lo": 2}), ("2,2", {"lo": 1, "count": 3}),
+    ("0", {"lo": 1})])
+def test_int_list_names_the_key_on_bad_text(text, kwargs):
+    with pytest.raises(UnmaskError, match=r"a\.key must be .*integers >= \d"):
+        int_list("a.key", text, **kwargs)

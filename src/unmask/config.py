@@ -208,3 +208,16 @@ def _value(cfg, dotted: str):
     for part in dotted.split("."):
         cfg = getattr(cfg, part)
     return cfg
+
+
+def int_list(key: str, text: str, *, lo: int, count: int | None = None) -> tuple[int, ...]:
+    """The integers of a comma-separated setting ("3,3,2"), each >= `lo` and, when `count` is given,
+    exactly that many; an `UnmaskError` naming `key` otherwise."""
+    try:
+        values = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < lo or (count is not None and len(values) != count):
+        many = "" if count is None else f"{count} "
+        raise UnmaskError(f"{key} must be {many}integers >= {lo} separated by commas, got {text!r}")
+    return values

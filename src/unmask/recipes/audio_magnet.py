@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import option, section
+from ..config import int_list, option, section
 from ..data import audio, image_sets, speech
 from ..errors import UnmaskError
 from ..eval.quality import frechet_distance, precision_recall
@@ -76,14 +76,7 @@ class Sampling:
     choice_temperature: float = option(1.0, lo=0.0, help="MaskGIT choice noise")
 
     def steps_tuple(self) -> tuple[int, ...]:
-        try:
-            steps = tuple(int(x) for x in self.magnet_steps.split(","))
-        except ValueError:
-            steps = ()
-        if not steps or min(steps) < 1:
-            raise UnmaskError(f"sampler.magnet_steps must be integers >= 1 separated by commas, "
-                              f"got {self.magnet_steps!r}")
-        return steps
+        return int_list("sampler.magnet_steps", self.magnet_steps, lo=1)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import option, section
+from ..config import int_list, option, section
 from ..data import image_sets
 from ..errors import UnmaskError
 from ..eval.image_judge import JUDGE_STEPS, train_judge
@@ -75,14 +75,7 @@ class Sampling:
     choice_temperature: float = option(1.0, lo=0.0, help="MaskGIT choice noise")
 
     def scale_tuple(self) -> tuple[int, ...]:
-        try:
-            steps = tuple(int(x) for x in self.scale_steps.split(","))
-        except ValueError:
-            steps = ()
-        if len(steps) != len(SIDES) or min(steps) < 1:
-            raise UnmaskError(f"sampler.scale_steps must be {len(SIDES)} integers >= 1 separated by commas, "
-                              f"got {self.scale_steps!r}")
-        return steps
+        return int_list("sampler.scale_steps", self.scale_steps, lo=1, count=len(SIDES))
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import option
-from ..errors import UnmaskError
+from ..config import int_list, option
 from ..eval.tokenizer import tokenize
 from ..nn import ImageTokenizer, ImageTokenizerConfig
 from ..objectives import TokenizerTraining
@@ -38,13 +37,7 @@ class TokenizerSettings:
     lr: float = option(2e-3, lo=0, lo_open=True, help="peak learning rate")
 
     def level_tuple(self) -> tuple[int, ...]:
-        try:
-            levels = tuple(int(x) for x in self.levels.split(","))
-        except ValueError:
-            levels = ()
-        if not levels or min(levels) < 2:
-            raise UnmaskError(f"tokenizer.levels must be integers >= 2 separated by commas, got {self.levels!r}")
-        return levels
+        return int_list("tokenizer.levels", self.levels, lo=2)
 
     def config(self, image_size: int, channels: int) -> ImageTokenizerConfig:
         return ImageTokenizerConfig(image_size=image_size, channels=channels, width=self.width,

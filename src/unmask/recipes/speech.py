@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import option, section
+from ..config import int_list, option, section
 from ..data import audio, speech
 from ..errors import UnmaskError
 from ..eval.speech_judge import JUDGE_STEPS, train_speech_judge
@@ -86,13 +86,7 @@ class Sampling:
     top_p: float = option(0.9, lo=0.0, lo_open=True, hi=1.0, help="S2A: nucleus of each draw")
 
     def steps_tuple(self) -> tuple[int, ...]:
-        try:
-            steps = tuple(int(x) for x in self.s2a_steps.split(","))
-        except ValueError:
-            steps = ()
-        if not steps or min(steps) < 1:
-            raise UnmaskError(f"sampler.s2a_steps must be integers >= 1 separated by commas, got {self.s2a_steps!r}")
-        return steps
+        return int_list("sampler.s2a_steps", self.s2a_steps, lo=1)
 
 
 @dataclass(frozen=True)
