@@ -50,7 +50,7 @@ from ..train import TrainConfig
 from .base import Recipe
 from .report import Metric, Report, Table
 from .run import Run
-from .w2v_bert import Data, Eval, Model, Objective, pooled, probes, speech_encoder
+from .w2v_bert import SPEECH_TRAIN, Data, Eval, Model, Objective, pooled, probes, speech_encoder
 
 SCORER, RANDOM = "scorer", "random"
 
@@ -120,7 +120,7 @@ class Ask:
 
 @dataclass(frozen=True)
 class Settings:
-    train: TrainConfig = section(TrainConfig(steps=800, batch_size=32, lr=2e-3, warmup=40, log_every=100),
+    train: TrainConfig = section(SPEECH_TRAIN,
                                  help="each pretraining run (Ask2Mask and random); the scorer takes its other settings")
     model: Model = section(Model(dim=64, depth=4, heads=4))
     objective: AskObjective = section(AskObjective())

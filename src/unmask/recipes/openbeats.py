@@ -36,7 +36,7 @@ from ..train import TrainConfig
 from .base import Recipe, TransformerSettings
 from .report import Metric, Report, Table
 from .run import Run
-from .w2v_bert import Eval, mean_frame, pooled, probes
+from .w2v_bert import SPEECH_TRAIN, Eval, mean_frame, pooled, probes
 
 MELS = 40
 
@@ -67,7 +67,7 @@ class Distill:
 
 @dataclass(frozen=True)
 class Settings:
-    train: TrainConfig = section(TrainConfig(steps=800, batch_size=32, lr=2e-3, warmup=40, log_every=100),
+    train: TrainConfig = section(SPEECH_TRAIN,
                                  help="round 1's and round 2's training (the same)")
     model: Model = section(Model(dim=64, depth=4, heads=4))
     objective: Objective = section(Objective())

@@ -68,9 +68,13 @@ class Eval:
     draws: int = option(5, lo=1, help="draws of the few-shot probes (mean and std)")
 
 
+# the pretraining budget of the word-speech recipes (w2v-bert, ask2mask, openbeats): one budget, comparable figures
+SPEECH_TRAIN = TrainConfig(steps=800, batch_size=32, lr=2e-3, warmup=40, log_every=100)
+
+
 @dataclass(frozen=True)
 class Settings:
-    train: TrainConfig = section(TrainConfig(steps=800, batch_size=32, lr=2e-3, warmup=40, log_every=100),
+    train: TrainConfig = section(SPEECH_TRAIN,
                                  help="each model's training (all three take the same)")
     model: Model = section(Model(dim=64, depth=4, heads=4))
     objective: Objective = section(Objective())
