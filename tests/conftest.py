@@ -72,6 +72,8 @@ TINY = {
              "model.heads=2", "data.max_frames=6", "data.codes=8", "eval.draws=1", "eval.stride=8"],
     "motion-masks": ["train.steps=2", "train.warmup=1", "train.batch_size=8", "model.dim=16", "model.depth=1",
                      "model.heads=2", "mmdm.steps=4", "eval.steps=2", "eval.draws=1"],
+    "spark-glyphs": ["train.steps=2", "train.warmup=1", "train.batch_size=8", "model.dim=16", "model.decoder_dim=8",
+                     "eval.probe_draws=1"],
 }
 
 

@@ -34,6 +34,7 @@ from .reasoning import Reasoning
 from .report import Metric, Report, Table
 from .run import Run
 from .seit import SeiT
+from .spark_glyphs import SparKGlyphs
 from .speech import Speech
 from .videomae_digits import VideoMAEDigits
 from .w2v_bert import W2VBertRecipe
@@ -41,7 +42,8 @@ from .w2v_bert import W2VBertRecipe
 RECIPES: dict[str, type[Recipe]] = {r.name: r for r in (
     Digits, MAEDigits, MlmCode, ElectraCode, MdlmCode, ArCode, VideoMAEDigits, PointMAEShapes, Chorales, GenMol,
     Reasoning, IlmCode, ImageTokenizerRecipe, SeiT, Glyphs, Emoji, GlyphGenerators, ETT, AiT,
-    W2VBertRecipe, Ask2MaskRecipe, Motion, AudioMagnet, Speech, BAMMRecipe, MotionMasks, OpenBEATs)}
+    W2VBertRecipe, Ask2MaskRecipe, Motion, AudioMagnet, Speech, BAMMRecipe, MotionMasks, OpenBEATs,
+    SparKGlyphs)}
 
 
 def get(name: str) -> type[Recipe]:
