@@ -74,6 +74,7 @@ TINY = {
                      "model.heads=2", "mmdm.steps=4", "eval.steps=2", "eval.draws=1"],
     "spark-glyphs": ["train.steps=2", "train.warmup=1", "train.batch_size=8", "model.dim=16", "model.decoder_dim=8",
                      "eval.probe_draws=1"],
+    "channel-mae": [*_AUTOENCODER, "train.batch_size=8", "data.clips_per_digit=1", "eval.baselines=false"],
 }
 
 

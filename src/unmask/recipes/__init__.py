@@ -13,6 +13,7 @@ from .ask2mask import Ask2MaskRecipe
 from .audio_magnet import AudioMagnet
 from .bamm import BAMMRecipe
 from .base import Loaded, Recipe, SamplerSettings, TransformerSettings
+from .channels_mae import ChannelMAE
 from .chorales import Chorales
 from .digits import Digits
 from .electra_code import ElectraCode
@@ -43,7 +44,7 @@ RECIPES: dict[str, type[Recipe]] = {r.name: r for r in (
     Digits, MAEDigits, MlmCode, ElectraCode, MdlmCode, ArCode, VideoMAEDigits, PointMAEShapes, Chorales, GenMol,
     Reasoning, IlmCode, ImageTokenizerRecipe, SeiT, Glyphs, Emoji, GlyphGenerators, ETT, AiT,
     W2VBertRecipe, Ask2MaskRecipe, Motion, AudioMagnet, Speech, BAMMRecipe, MotionMasks, OpenBEATs,
-    SparKGlyphs)}
+    SparKGlyphs, ChannelMAE)}
 
 
 def get(name: str) -> type[Recipe]:
