@@ -75,6 +75,7 @@ TINY = {
     "spark-glyphs": ["train.steps=2", "train.warmup=1", "train.batch_size=8", "model.dim=16", "model.decoder_dim=8",
                      "eval.probe_draws=1"],
     "channel-mae": [*_AUTOENCODER, "train.batch_size=8", "data.clips_per_digit=1", "eval.baselines=false"],
+    "uda-digits": [*_SMALL, "train.batch_size=16", "data.target_test=20"],
 }
 
 

@@ -37,6 +37,7 @@ from .run import Run
 from .seit import SeiT
 from .spark_glyphs import SparKGlyphs
 from .speech import Speech
+from .uda_digits import UDADigits
 from .videomae_digits import VideoMAEDigits
 from .w2v_bert import W2VBertRecipe
 
@@ -44,7 +45,7 @@ RECIPES: dict[str, type[Recipe]] = {r.name: r for r in (
     Digits, MAEDigits, MlmCode, ElectraCode, MdlmCode, ArCode, VideoMAEDigits, PointMAEShapes, Chorales, GenMol,
     Reasoning, IlmCode, ImageTokenizerRecipe, SeiT, Glyphs, Emoji, GlyphGenerators, ETT, AiT,
     W2VBertRecipe, Ask2MaskRecipe, Motion, AudioMagnet, Speech, BAMMRecipe, MotionMasks, OpenBEATs,
-    SparKGlyphs, ChannelMAE)}
+    SparKGlyphs, ChannelMAE, UDADigits)}
 
 
 def get(name: str) -> type[Recipe]:
