@@ -11,7 +11,7 @@ Patches are 8x8 pixels (a 4x4 grid): random patches (4 or 8 of 16) and ink-free 
 8, every ink-free one where an image has fewer). The glyphs are white on black, so black paint over
 ink-free patches changes no pixel: that row is a no-op (agreement 1 by construction), and grey is
 the paint that shows the bias there. The classifier trains with the one `Trainer` through a
-cross-entropy objective defined here (`Classification`): no objective of the library classifies.
+cross-entropy objective `objectives/classification.py`.
 Runs are kept under --runs (default runs/layer-masking/sSEED) and reused when their result.json exists.
 """
 
@@ -24,14 +24,12 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from machine import describe
-from torch import nn
 
 from unmask.data.image_sets import load
 from unmask.eval.layer_masking import FILLS, missingness, patch_masks, predict
 from unmask.nn.masked_cnn import LAYER_MASKING, CNNClassifier, CNNConfig
-from unmask.objectives.base import ObjectiveOutput
+from unmask.objectives.classification import Classification
 from unmask.train.trainer import TrainConfig, fit
 
 PATCH = 8
@@ -42,19 +40,6 @@ SETTINGS = {  # name -> (patches removed, ink-free only)
     "ink-free <=8": (8, True),
 }
 MEASURES = ("agreement", "accuracy", "class_kl", "top_share")
-
-
-class Classification(nn.Module):
-    """Cross-entropy of a classifier on whole images: batch {"images", "labels"} -> ObjectiveOutput."""
-
-    def __init__(self, model: CNNClassifier):
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: dict, generator: torch.Generator | None = None) -> ObjectiveOutput:
-        logits = self.model(batch["images"])  # [B, classes]
-        loss = F.cross_entropy(logits, batch["labels"])
-        return ObjectiveOutput(loss, {"loss": loss.detach()})
 
 
 def glyphs(split: str):

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import torch
-from layer_masking import Classification
 from machine import describe
 
 from unmask.data.image_sets import load
@@ -32,6 +31,7 @@ from unmask.eval.layer_masking import predict
 from unmask.eval.probe import knn_probe, linear_probe, pooled_features
 from unmask.nn.mae import MAEConfig, MaskedAutoencoder
 from unmask.nn.masked_cnn import SPARSE, CNNClassifier, CNNConfig
+from unmask.objectives.classification import Classification
 from unmask.objectives.mae import MaskedAutoencoding
 from unmask.objectives.spark import SparK
 from unmask.train.checkpoint import find_checkpoint, load_checkpoint
