@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from spread import mean_std
 
 from unmask.data.video import moving_digits
 from unmask.eval.probe import pooled_features, probe
@@ -116,10 +117,6 @@ def run_one(name: str, seed: int, args, data) -> dict:
           f"  {cpu_ms:.0f} CPU ms/step", flush=True)
     return result
 
-
-def mean_std(xs: list[float], sign: str = "") -> str:
-    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{statistics.mean(xs):{sign}.3f} +- {sd:.3f}"
 
 
 def table(results: dict[str, list[dict]], args) -> str:

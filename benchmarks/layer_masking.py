@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 from machine import describe
+from spread import mean_std as ms
 
 from unmask.data.image_sets import load
 from unmask.eval.layer_masking import FILLS, missingness, patch_masks, predict
@@ -73,9 +74,6 @@ def run_one(seed: int, args, train, test) -> dict:
     print(f"seed {seed}: whole-image accuracy {result['whole']['accuracy']:.3f}, {cpu_s:.0f} CPU s", flush=True)
     return result
 
-
-def ms(xs: list[float]) -> str:
-    return f"{statistics.mean(xs):.3f} +- {statistics.stdev(xs) if len(xs) > 1 else 0.0:.3f}"
 
 
 def table(results: list[dict], args) -> str:

@@ -8,7 +8,13 @@ mean-pooled encoder features on the held-out split (mean over 5 draws of the lab
 
 Runs are kept under --runs (default runs/mae-variants/VARIANT-sSEED) and reused when their
 metrics exist, so an interrupted comparison resumes. The teacher of mr-mae and maskalign is the
-plain MAE run of the same seed (so those two get the teacher's budget on top of their own).
+plain MAE run of the same seed (so those two get the teacher's budget on top of their own). The
+hybrid rows (P23 Hybrid Distillation) have that teacher and a second one, a supervised ViT trained on
+the training labels in runs/mae-variants/supervised-sSEED/classifier (the `supervised` row probes its
+own features); `mae-3x` is MAE with their budget (MAE teacher + classifier + student steps).
+
+    .venv/bin/python benchmarks/mae_variants.py --only hybrid hybrid-relation hybrid-feature supervised mae-3x \
+        --out runs/hybrid/mae_variants_hybrid.md
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from unmask.nn.token_drop import encoder_flops
+from unmask.objectives.hybrid_distill import default_keep_ratios
 from unmask.recipes.mae_digits import TEACHER_VARIANTS, MAEDigits, images
 from unmask.recipes.run import Run
 
@@ -42,8 +50,16 @@ VARIANTS = {
     "umd": ("P13 UMD", ["objective.variant=umd"]),
     "replace": ("replace-mode MAE (MTO's baseline)", ["objective.variant=replace"]),
     "mto": ("P4 MTO (recalibration only)", ["objective.variant=mto"]),
+    "mae-3x": ("MAE with three times the steps (the budget of hybrid's two teachers + student)", []),
+    "hybrid": ("P23 Hybrid Distillation (MAE + supervised teachers)", ["objective.variant=hybrid"]),
+    "hybrid-relation": ("P23, the MAE teacher's relations alone", ["objective.variant=hybrid",
+                                                                   "objective.hybrid_feature=false"]),
+    "hybrid-feature": ("P23, the supervised teacher's features alone", ["objective.variant=hybrid",
+                                                                        "objective.hybrid_relation=false"]),
+    "supervised": ("P23's supervised teacher itself (all training labels)", []),
 }
-STEPS_FACTOR = {"mae-2x": 2}
+STEPS_FACTOR = {"mae-2x": 2, "mae-3x": 3}
+NOT_OBJECTIVES = ("supervised",)  # rows that probe a teacher, not a variant's student
 
 
 def recipe_for(name: str, seed: int, args, *more: str) -> MAEDigits:
@@ -58,10 +74,16 @@ def run_one(name: str, seed: int, args, runs: Path) -> dict:
     run = Run(runs / f"{name}-s{seed}", progress=False)
     if run.has("result.json"):
         return run.read_json("result.json")
+    if name == "supervised":
+        return run_supervised(seed, args, run)
     recipe = recipe_for(name, seed, args)
     if recipe.settings.objective.variant in TEACHER_VARIANTS:
         run_one("mae", seed, args, runs)  # the teacher: plain MAE of the same seed
-        recipe = recipe_for(name, seed, args, f"objective.teacher_run={runs / f'mae-s{seed}'}")
+        more = [f"objective.teacher_run={runs / f'mae-s{seed}'}"]
+        if recipe.settings.objective.variant == "hybrid":  # and the supervised teacher of the same seed
+            run_one("supervised", seed, args, runs)
+            more.append(f"objective.classifier_run={runs / f'supervised-s{seed}' / 'classifier'}")
+        recipe = recipe_for(name, seed, args, *more)
     data = recipe.training_data(run)
     objective = recipe.objective()
     recipe.prepare(run, objective, data)
@@ -74,6 +96,33 @@ def run_one(name: str, seed: int, args, runs: Path) -> dict:
     print(f"{name:13s} seed {seed}: 10-shot linear {metrics['mae_linear_few']:.3f}  "
           f"all-label linear {metrics['mae_linear']:.3f}  {ms_step:.0f} ms/step", flush=True)
     return result
+
+
+def run_supervised(seed: int, args, run: Run) -> dict:
+    """The supervised teacher of the hybrid rows (trained in RUN/classifier on the training labels, with
+    the benchmark's steps, batch and lr), probed as the other rows are."""
+    recipe = recipe_for("supervised", seed, args)
+    t0 = time.perf_counter()
+    classifier = recipe.classifier(run)
+    ms_step = (time.perf_counter() - t0) * 1000 / recipe.settings.train.steps
+    metrics = recipe.probe_scores(classifier.eval().backbone.features, recipe.trained_prefix)
+    result = {"name": "supervised", "seed": seed, "ms_per_step": ms_step, **metrics}
+    run.file("result.json").write_text(json.dumps(result, indent=1))
+    print(f"supervised    seed {seed}: 10-shot linear {metrics['mae_linear_few']:.3f}  "
+          f"all-label linear {metrics['mae_linear']:.3f}", flush=True)
+    return result
+
+
+def hybrid_flops(args) -> str:
+    """The student's token counts and forward FLOPs with and without hybrid's token dropping (counted)."""
+    counts = MAEDigits().with_overrides([f"model.dim={args.dim}", f"model.depth={args.depth}", "model.heads=4",
+                                         "objective.variant=hybrid"]).objective().counts
+    full = (counts[0],) * len(counts)
+    dropped, whole = encoder_flops(counts, args.dim), encoder_flops(full, args.dim)
+    return (f"tokens per block {counts} (keep ratios {default_keep_ratios(args.depth)}) against {full}: "
+            f"{sum(counts)} of {sum(full)} token-blocks, student forward {dropped / 1e6:.2f} of "
+            f"{whole / 1e6:.2f} MFLOPs per image ({1 - dropped / whole:.0%} saved); the teachers' forward "
+            f"passes (every token) come on top")
 
 
 def step_costs(names: list[str], args, rounds: int = 12, warmup: int = 2) -> dict[str, float]:
@@ -165,8 +214,18 @@ def table(results: dict[str, list[dict]], args, costs: dict[str, float] | None =
         "- UMD adds a time embedding to every token instead of AdaLN.",
         "- MTO is its attention recalibration only (its three extra losses are not implemented); its own baseline "
         "is replace-mode MAE.",
-        "",
     ]
+    if any(n.startswith("hybrid") for n in results):
+        lines += [
+            "- Hybrid Distillation: the student imitates the MAE teacher's attention maps (blocks "
+            f"{args.depth // 2 + 1}-{args.depth} of {args.depth}, smooth L1 of n x maps) and regresses a supervised "
+            "ViT's last-layer tokens (smooth L1), reading whole images and dropping the tokens the MAE teacher "
+            "attends to least; " + hybrid_flops(args) + ". Its teachers are the `mae` run and the `supervised` "
+            "classifier of the same seed "
+            "(trained on all training labels: the student sees label information through it), so compare it with "
+            "`mae-3x` (the same total steps) as well; `supervised` probes that classifier's own features.",
+        ]
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -189,7 +248,7 @@ def main(argv=None) -> None:
     results = {n: [run_one(n, s, args, args.runs) for s in args.seeds] for n in names}
     if "mae" not in results:
         return
-    text = table(results, args, step_costs(names, args))
+    text = table(results, args, step_costs([n for n in names if n not in NOT_OBJECTIVES], args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
 import torch
 from machine import describe
+from spread import mean_std
 
 from unmask.data.domain_shift import DomainShift, RenderShift, digit_domains, perturb
 from unmask.nn.mae import MAEConfig, MaskedEncoder, init_mae
@@ -96,10 +96,6 @@ def run_one(method: str, seed: int, args, domains: DomainShift, runs: Path) -> d
           f"{ms:.0f} ms/step", flush=True)
     return result
 
-
-def mean_std(xs: list[float]) -> str:
-    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{statistics.mean(xs):.3f} +- {sd:.3f}"
 
 
 def deltas(results: dict[str, list[dict]], method: str, base: str, seeds: list[int]) -> str:

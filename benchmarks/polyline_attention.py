@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from spread import mean_std
 from torch import nn
 
 from unmask.data import image_sets
@@ -91,9 +92,6 @@ def run_one(arm: str, seed: int, args, runs: Path) -> dict:
           f"{cpu_ms:.0f} CPU ms/step", flush=True)
     return result
 
-
-def mean_std(xs: list[float]) -> str:
-    return f"{statistics.mean(xs):.3f} +- {statistics.stdev(xs) if len(xs) > 1 else 0.0:.3f}"
 
 
 def table(results: dict[str, list[dict]], args) -> str:

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
 import torch
 from machine import describe
+from spread import mean_std as ms
+from spread import signed
 
 from unmask.data.image_sets import load
 from unmask.eval.layer_masking import predict
@@ -150,12 +151,6 @@ def recal_one(seed: int, args, data) -> dict:
     return result
 
 
-def ms(xs: list[float]) -> str:
-    return f"{statistics.mean(xs):.3f} +- {statistics.stdev(xs) if len(xs) > 1 else 0.0:.3f}"
-
-
-def signed(xs: list[float]) -> str:
-    return ", ".join(f"{x:+.3f}" for x in xs)
 
 
 def table(results: dict[str, list[dict]], tuned: dict[str, list[dict]], recal: list[dict], args) -> str:

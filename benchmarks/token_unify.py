@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from spread import mean_std
 
 from unmask.data import digits
 from unmask.eval.probe import pooled_features, probe
@@ -101,9 +102,6 @@ def random_init(seed: int, args, runs: Path) -> dict:
     out.write_text(json.dumps(result, indent=1))
     return result
 
-
-def mean_std(xs: list[float]) -> str:
-    return f"{statistics.mean(xs):.3f} +- {statistics.stdev(xs) if len(xs) > 1 else 0.0:.3f}"
 
 
 def table(results: dict[str, list[dict]], init: list[dict], args) -> str:

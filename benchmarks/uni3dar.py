@@ -36,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe  # noqa: E402
+from spread import mean_std as ms
 
 from unmask.data.octree import token_counts, voxelize  # noqa: E402
 from unmask.data.points import random_rotation  # noqa: E402
@@ -220,10 +221,6 @@ def shapes(args, runs: Path) -> tuple[dict, dict]:
 
 
 # --- tables --------------------------------------------------------------------------------------
-def ms(xs: list[float], f: str = ".3f") -> str:
-    m, s = statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
-    return f"{m:{f}} +- {s:{f}}"
-
 
 def paired(a: list[dict], b: list[dict], key: str) -> str:
     by = {r["seed"]: r[key] for r in b}

@@ -23,6 +23,7 @@ them all:
 | selective | P64 SelectiveMAE (Wang et al. 2024, arXiv:2406.11933) | objectives/selective_mae.py |
 | umd | P13 UMD (Hansen-Estruch et al. 2024, arXiv:2406.17688) | objectives/umd.py |
 | mto / replace | P4 MTO (Choi et al. 2024, arXiv:2404.08330) / its replace-mode baseline | objectives/mto.py |
+| hybrid | P23 Hybrid Distillation (Shi et al. 2023, arXiv:2306.15876; two teachers) | objectives/hybrid_distill.py |
 
 Maskers: random, block, and P26 ColorMAE's red / blue / green / purple noise (Hinojosa et al. 2024,
 arXiv:2407.13036). The teacher of mr-mae and maskalign is the encoder of `objective.teacher_run`, or
@@ -30,8 +31,16 @@ a plain MAE with the same settings trained first in RUN/teacher (role "teacher")
 frozen, in the student's checkpoint. Under torchrun only rank 0 goes on after a training, so there
 train the teacher as a run of its own and pass it as `objective.teacher_run`.
 
+`hybrid` has a second teacher: a supervised ViT (the same encoder and a linear head on its mean-pooled
+tokens, cross-entropy on the training labels, with the `train` settings), trained first in
+RUN/classifier (role "classifier") or read from `objective.classifier_run`. The student thereby sees
+the training labels through that teacher, as in the paper (its supervised teacher); the probes then
+fit on the same labels. `objective.hybrid_relation=false` / `hybrid_feature=false` keep one term
+alone, `hybrid_drop=false` keeps every token in every block.
+
     unmask train mae-digits --out runs/mae-digits          # about a minute on one free CPU core
     unmask train mae-digits objective.variant=hpm objective.masker=random --out runs/hpm
+    unmask train mae-digits objective.variant=hybrid --out runs/hybrid   # MAE teacher, classifier, then student
     unmask eval runs/mae-digits
     unmask sample runs/mae-digits --n 8                    # visible patches / reconstruction / truth
     unmask train mae-digits data.source=my_digits/ --out runs/mae-mine   # your own images (docs/data.md)
@@ -59,8 +68,10 @@ from ..masking import BlockMask, ColorMask, RandomMask
 from ..masking.color import COLOURS
 from ..nn.mae import MAEConfig, MaskedAutoencoder, MaskedEncoder
 from ..nn.vitmae_hf import load_vitmae_folder
+from ..objectives.classification import PooledClassifier
 from ..objectives.dmjd import DisjointMaskingJointDistillation
 from ..objectives.hpm import HardPatchMining
+from ..objectives.hybrid_distill import EncoderFeatures, HybridDistillation
 from ..objectives.lut import UnmaskedTokenLearning
 from ..objectives.mae import MaskedAutoencoding
 from ..objectives.maskalign import MaskAlign
@@ -75,10 +86,10 @@ from .probed import AutoencoderSettings, ProbedRecipe, ProbedSettings, ProbeSet
 from .run import Run
 
 MASKERS = ("random", "block", *COLOURS)
-VARIANTS = ("mae", "hpm", "lut", "mr-mae", "maskalign", "dmjd", "mfm", "selective", "umd", "mto", "replace")
-TEACHER_VARIANTS = ("mr-mae", "maskalign")
-OWN_MASKS = ("hpm", "mfm", "selective")  # variants whose masks are part of the method
-NO_INIT = ("maskalign", "mfm", "mto", "replace")  # no drop-hidden MaskedAutoencoder that ViTMAE weights fit
+VARIANTS = ("mae", "hpm", "lut", "mr-mae", "maskalign", "dmjd", "mfm", "selective", "umd", "mto", "replace", "hybrid")
+TEACHER_VARIANTS = ("mr-mae", "maskalign", "hybrid")
+OWN_MASKS = ("hpm", "mfm", "selective", "hybrid")  # variants whose masks are part of the method
+NO_INIT = ("maskalign", "mfm", "mto", "replace", "hybrid")  # no drop-hidden MaskedAutoencoder that ViTMAE weights fit
 
 
 @dataclass(frozen=True)
@@ -95,8 +106,14 @@ class Objective:
     masker: str = option("random", choices=MASKERS, help="which patches to hide (colours: ColorMAE)")
     ratio: float = option(0.75, lo=0.0, hi=0.95, help="share of patches hidden")
     norm_pix: bool = option(True, help="per-patch normalised pixel targets")
-    teacher_run: str = option("", help="trained mae-digits run used as teacher (mr-mae, maskalign); "
+    teacher_run: str = option("", help="trained mae-digits run used as teacher (mr-mae, maskalign, hybrid); "
                                        "empty: train one first, in RUN/teacher")
+    classifier_run: str = option("", help="hybrid: folder of a trained supervised teacher (RUN/classifier of "
+                                          "another run with these settings); empty: train one first there")
+    hybrid_relation: bool = option(True, help="hybrid: imitate the MAE teacher's attention maps")
+    hybrid_feature: bool = option(True, help="hybrid: regress the supervised teacher's last-layer features")
+    hybrid_drop: bool = option(True, help="hybrid: drop the least-attended tokens block by block "
+                                          "(false: every block reads every token)")
 
 
 @dataclass(frozen=True)
@@ -119,10 +136,10 @@ def as_input(levels: torch.Tensor) -> torch.Tensor:
 
 class MAEDigits(ProbedRecipe):
     name = "mae-digits"
-    papers = ("MAE", "P1", "P3", "P4", "P5", "P13", "P26", "P33", "P43", "P64", "P72")
+    papers = ("MAE", "P1", "P3", "P4", "P5", "P13", "P23", "P26", "P33", "P43", "P64", "P72")
     summary = "masked autoencoder (and its variants) on 8x8 digits; linear / kNN probes vs random init and raw pixels"
     Settings = Settings
-    roles = ("main", "teacher")
+    roles = ("main", "teacher", "classifier")
     trained_prefix = "mae_"
     tasks = {"": "which digit (10 classes)"}
     raw_inputs = "raw pixels"
@@ -134,6 +151,11 @@ class MAEDigits(ProbedRecipe):
         if self.settings.model.init and (o.variant in NO_INIT or not self.settings.model.cls_token):
             raise UnmaskError("model.init loads a ViTMAE (class token, hidden patches dropped): set "
                               f"model.cls_token=true and a variant other than {', '.join(NO_INIT)}")
+        if o.variant == "hybrid" and self.settings.model.cls_token:
+            raise UnmaskError("objective.variant=hybrid drops patch tokens and reads no class token: leave "
+                              "model.cls_token=false")
+        if not (o.hybrid_relation or o.hybrid_feature):
+            raise UnmaskError("objective.hybrid_relation and objective.hybrid_feature are both false: keep one")
 
     def model_config(self) -> MAEConfig:
         m = self.settings.model
@@ -159,6 +181,10 @@ class MAEDigits(ProbedRecipe):
             return MaskAlign(mcfg, placeholder_teacher(mcfg), m, **common)
         if v == "mfm":
             return MaskedFrequencyModeling(mcfg, ratio=0.5)
+        if v == "hybrid":
+            return HybridDistillation(mcfg, placeholder_teacher(mcfg), placeholder_teacher(mcfg),
+                                      keep_ratios=None if o.hybrid_drop else (1.0,) * mcfg.depth,
+                                      relation=o.hybrid_relation, feature=o.hybrid_feature)
         model = MaskedAutoencoder(mcfg)
         common["norm_pix"] = o.norm_pix
         if v == "hpm":
@@ -180,6 +206,8 @@ class MAEDigits(ProbedRecipe):
     def build_role(self, role: str):
         if role == "teacher":  # a plain MAE with these settings, trained first in RUN/teacher
             return self.plain().build()
+        if role == "classifier":  # hybrid's supervised teacher, trained first in RUN/classifier
+            return PooledClassifier(EncoderFeatures(self.model_config()), self.settings.model.dim, self.classes())
         return super().build_role(role)
 
     def split(self, split: str, run: Run | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,6 +220,10 @@ class MAEDigits(ProbedRecipe):
     def labelled(self) -> bool:
         return not self.settings.data.source or self.settings.data.read().labelled
 
+    def classes(self) -> int:
+        """How many classes the labels of the training split name (10 for the digits)."""
+        return int(self.split("train")[1].max()) + 1
+
     def training_data(self, run: Run) -> dict:
         return {"images": self.split("train", run)[0]}
 
@@ -201,6 +233,8 @@ class MAEDigits(ProbedRecipe):
     def prepare(self, run: Run, objective, data: dict) -> None:
         if self.settings.objective.variant in TEACHER_VARIANTS:
             objective.teacher.load_state_dict(self.teacher(run, data).state_dict())
+        if self.settings.objective.variant == "hybrid":
+            objective.supervised_teacher.load_state_dict(self.classifier(run).backbone.encoder.state_dict())
         if self.settings.model.init and run.trained_step() is None:  # a resumed run keeps its checkpoint's weights
             load_vitmae_folder(objective.model, self.settings.model.init)
 
@@ -220,6 +254,19 @@ class MAEDigits(ProbedRecipe):
         if loaded.recipe.model_config() != self.model_config():
             raise UnmaskError(f"objective.teacher_run={path} has another model configuration than this run")
         return model.encoder
+
+    def classifier(self, run: Run) -> PooledClassifier:
+        """hybrid's supervised teacher: the classifier in `objective.classifier_run`, or one trained first
+        in RUN/classifier on the training labels, with the `train` settings."""
+        path = self.settings.objective.classifier_run
+        if path:
+            return self.load(Run(Path(path), progress=run.progress), role="classifier")
+        if not self.labelled():
+            raise UnmaskError("objective.variant=hybrid trains a supervised teacher on the labels, and these "
+                              "data have none (no class subfolders)")
+        images, labels = self.split("train", run)
+        return self.fit(run.sub("classifier"), self.objective("classifier"), {"inputs": images, "labels": labels},
+                        role="classifier")
 
     def probe_set(self, split: str) -> ProbeSet:
         x, labels = self.split(split)

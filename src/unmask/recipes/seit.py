@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import option, section
@@ -45,7 +44,7 @@ from ..masking.truncated_normal import TruncatedNormalRatio
 from ..nn import MaskedTokenModel, ModelConfig, PatchEmbed, Transformer, patchify
 from ..nn.transformer import init_weights
 from ..objectives import MaskedTokenModeling
-from ..objectives.base import ObjectiveOutput
+from ..objectives.classification import PooledClassifier
 from ..train import TrainConfig
 from .base import Recipe, TransformerSettings
 from .image_tokenizer import CHANNELS, IMAGE_SIZE, image_set, pixel_bits
@@ -74,34 +73,6 @@ class PatchTransformer(nn.Module):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         x = patchify(images.float() / 255.0, self.patch)  # [B, L, p*p*C]
         return self.encoder(self.embed(x) + self.pos)
-
-
-class Classifier(nn.Module):
-    """batch {"inputs": what `backbone.features` reads, "labels": Long[B]} -> ObjectiveOutput: the
-    cross-entropy of a linear head on the mean of the backbone's final features."""
-
-    def __init__(self, backbone: nn.Module, dim: int, classes: int):
-        super().__init__()
-        self.backbone = backbone
-        self.head = nn.Linear(dim, classes)
-        init_weights(self.head)
-
-    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Float[B, classes]."""
-        return self.head(self.backbone.features(inputs).mean(dim=1))
-
-    def forward(self, batch: dict, generator: torch.Generator | None = None) -> ObjectiveOutput:
-        logits = self.logits(batch["inputs"])
-        labels = batch["labels"].to(logits.device, non_blocking=True)
-        loss = F.cross_entropy(logits.float(), labels)
-        acc = (logits.argmax(-1) == labels).float().mean()
-        return ObjectiveOutput(loss, {"loss": loss.detach(), "acc": acc})
-
-    @torch.no_grad()
-    def predict(self, inputs: torch.Tensor, batch: int = 256) -> torch.Tensor:
-        """Long[M]: the predicted class of each input."""
-        device = self.head.weight.device
-        return torch.cat([self.logits(x.to(device)).argmax(-1).cpu() for x in inputs.split(batch)])
 
 
 @dataclass(frozen=True)
@@ -175,7 +146,7 @@ class SeiT(Recipe):
             backbone = PatchTransformer(self.channels(), IMAGE_SIZE, s.data.patch, m.dim, m.depth, m.heads)
         else:
             backbone = MaskedTokenModel(self.model_config())
-        return Classifier(backbone, m.dim, classes)
+        return PooledClassifier(backbone, m.dim, classes)
 
     def classify_train(self) -> TrainConfig:
         c = self.settings.classify

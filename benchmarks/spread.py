@@ -1,0 +1,17 @@
+"""How the figure benchmarks print a measurement over seeds: mean +- sample standard deviation (0
+for one seed), and paired per-seed deltas with their signs."""
+
+from __future__ import annotations
+
+import statistics
+
+
+def mean_std(xs: list[float], fmt: str = ".3f", sign: str = "") -> str:
+    """'0.734 +- 0.030' (sign='+' writes '+0.734' for deltas)."""
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{statistics.mean(xs):{sign}{fmt}} +- {sd:{fmt}}"
+
+
+def signed(xs: list[float], fmt: str = ".3f") -> str:
+    """'+0.048, -0.101, +0.097': one paired delta per seed."""
+    return ", ".join(f"{x:+{fmt}}" for x in xs)
