@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import TINY
@@ -222,3 +223,22 @@ def test_data_that_cannot_be_used_is_refused_in_one_line(tmp_path, cli):
         (many / f"c{c}").mkdir(parents=True)
         Image.fromarray(eight_bit((LEVELS + c) % 17)).save(many / f"c{c}" / "x.png")
     assert "11 classes" in refused(cli, tmp_path, f"data.source={many}")
+
+
+def test_spark_glyphs_read_a_folder_as_32x32_grey_and_probe_its_classes(tmp_path, cli):
+    rng = np.random.default_rng(0)
+    pictures = {f"{c}/{i}.png": rng.integers(0, 256, (32, 32), dtype=np.uint8) for c in "ab" for i in range(4)}
+    for rel, pixels in pictures.items():
+        (tmp_path / "imgs" / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(tmp_path / "imgs" / rel)
+    metrics, data = train(cli, tmp_path / "run", f"data.source={tmp_path / 'imgs'}", recipe="spark-glyphs")
+    assert data["classes"] == {"a": 4, "b": 4} and "spark_linear" in metrics and "heldout_loss" not in metrics
+    from unmask.recipes import get
+
+    recipe = get("spark-glyphs")().with_overrides([f"data.source={tmp_path / 'imgs'}"])
+    images, labels = recipe.split("train")
+    read = recipe.settings.data.read(size=(32, 32), levels=256)
+    train_keys = [k for k, out in zip(read.keys, read.held_out.tolist(), strict=True) if not out]
+    assert images.shape == (len(train_keys), 1, 32, 32)
+    for key, image in zip(train_keys, images, strict=True):  # 256 levels at 32x32: every pixel as written
+        assert torch.equal((image[0] * 255).round().to(torch.uint8), torch.from_numpy(pictures[key]))

@@ -52,11 +52,12 @@ class ImageData:
     white: float = option(0.0, lo=0.0, help="value of white in a .npy source; 0: by its dtype (uint8 255, "
                                             "uint16 65535, float 1)")
 
-    def read(self, run: Run | None = None) -> UserImages:
-        """The images of `source` as 8x8 grids of 17 grey levels, read once per process; with `run`,
-        what was read and skipped is written as RUN/data.json."""
-        images = memo(("user-images", self), lambda: read_images(
-            self.source, size=(8, 8), levels=digits.LEVELS, labels=self.labels, invert=self.invert, white=self.white))
+    def read(self, run: Run | None = None, size: tuple[int, int] = (8, 8), levels: int = digits.LEVELS) -> UserImages:
+        """The images of `source` as `size` grids of `levels` grey levels (the digits' 8x8 and 17 by
+        default), read once per process; with `run`, what was read and skipped is written as
+        RUN/data.json."""
+        images = memo(("user-images", self, size, levels), lambda: read_images(
+            self.source, size=size, levels=levels, labels=self.labels, invert=self.invert, white=self.white))
         if run is not None:
             run.write_json("data.json", images.to_dict())
         return images

@@ -14,6 +14,11 @@ with all labels and with 10 labels per class.
     unmask eval runs/spark-glyphs
     unmask sample runs/spark-glyphs --n 8                    # visible cells / filled in / truth
     unmask train spark-glyphs objective.ratio=0.75 model.stem_stride=1 --out runs/spark-s1
+    unmask train spark-glyphs data.source=my_images/ --out runs/spark-mine   # your own images (docs/data.md)
+
+With `data.source` the images are the user's (`data/user_images.py`, read as 32x32 grey images of
+256 levels); the probes use the classes of their subfolders, and without labels the run reports the
+objective on the held-out images instead (`probed.py`).
 
 `benchmarks/spark.py` sets it beside a ViT MAE with the same budget, over 3 seeds.
 """
@@ -31,6 +36,7 @@ from ..nn.masked_cnn import CNNConfig, cell_keep
 from ..nn.patch import patchify, unpatchify
 from ..objectives.spark import SparK, visible_count
 from ..train import TrainConfig
+from .digits import ImageData
 from .probed import ProbedRecipe, ProbedSettings, ProbeSet
 from .run import Run
 
@@ -52,9 +58,17 @@ class Objective:
 
 
 @dataclass(frozen=True)
+class Data(ImageData):
+    """The user's images (read as 32x32 grey), or the glyphs."""
+    source: str = option("", help="your images: a folder of PNG / JPEG (one class per subfolder), a glob, or a "
+                                  ".npy array [N, H, W]; empty: the 32x32 glyphs")
+
+
+@dataclass(frozen=True)
 class Settings(ProbedSettings):
     train: TrainConfig = section(TrainConfig(steps=300, batch_size=64, lr=1.5e-3, warmup=30))
     model: Model = section(Model())
+    data: Data = section(Data())
     objective: Objective = section(Objective())
 
 
@@ -85,14 +99,24 @@ class SparKGlyphs(ProbedRecipe):
         return SparK((IMAGE, IMAGE), self.model_config(), decoder_width=m.decoder_dim, ratio=o.ratio,
                      norm_pix=o.norm_pix)
 
+    def split(self, split: str, run: Run | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images Float[M, 1, 32, 32] in [0, 1], labels Long[M]) of a split: the glyphs or the user's."""
+        if not self.settings.data.source:
+            return glyph_images(split)
+        levels, labels = self.settings.data.read(run, size=(IMAGE, IMAGE), levels=256).part(split)
+        return levels.float().div(255).view(-1, 1, IMAGE, IMAGE), labels
+
+    def labelled(self) -> bool:
+        return not self.settings.data.source or self.settings.data.read(size=(IMAGE, IMAGE), levels=256).labelled
+
     def training_data(self, run) -> dict:
-        return {"images": glyph_images("train")[0]}
+        return {"images": self.split("train", run)[0]}
 
     def heldout_batch(self) -> dict:
-        return {"images": glyph_images("test")[0]}
+        return {"images": self.split("test")[0]}
 
     def probe_set(self, split: str) -> ProbeSet:
-        images, labels = glyph_images(split)
+        images, labels = self.split(split)
         return ProbeSet(images, {"": labels})
 
     def details(self) -> str:
@@ -104,8 +128,8 @@ class SparKGlyphs(ProbedRecipe):
 
     @torch.no_grad()
     def sample(self, run: Run, objective: SparK, n: int, out: Path, prompt: str | None = None) -> Path:
-        """Reconstructions of n held-out glyphs: visible cells / filled in / truth, as one PNG."""
-        x = glyph_images("test")[0][:n]
+        """Reconstructions of n held-out images: visible cells / filled in / truth, as one PNG."""
+        x = self.split("test")[0][:n]
         mask = objective.draw_mask(len(x), torch.Generator().manual_seed(self.settings.train.seed))
         pred = patchify(objective.reconstruct(x, mask), objective.cell)  # [n, L, cell*cell]
         cells = patchify(x, objective.cell)
