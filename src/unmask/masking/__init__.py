@@ -3,6 +3,7 @@
 from .ask2mask import Ask2Mask
 from .base import Masker, hide_top
 from .block import BlockMask
+from .channel_patch import ChannelPatchMask
 from .cm3 import CausalMasking, cm3_spans, cm3_transform
 from .coarse_to_fine import CoarseToFineCorruption, CoarseToFineMask
 from .color import ColorMask
@@ -11,6 +12,7 @@ from .disjoint import DisjointViewMask
 from .edge import EdgeMask
 from .entity import EntityMask
 from .frequency import FrequencyMask
+from .guided import GuidedMask
 from .hard_patch import HardPatchMask
 from .magnet import MagnetMask
 from .meap import MeapMask
@@ -34,4 +36,4 @@ __all__ = ["Masker", "hide_top", "RandomMask", "BernoulliMask", "BlockMask", "Sp
            "ColorMask", "DisjointViewMask", "FrequencyMask", "HardPatchMask", "SelectiveMask",
            "RunningCellMask", "TwinMask", "TrackMask", "MixtureMask", "EdgeMask", "CoarseToFineMask",
            "CoarseToFineCorruption", "MagnetMask", "StreamWiseMask",
-           "Wav2VecSpanMask", "Ask2Mask", "TimeFrameMask", "BodyPartMask"]
+           "Wav2VecSpanMask", "Ask2Mask", "TimeFrameMask", "BodyPartMask", "ChannelPatchMask", "GuidedMask"]

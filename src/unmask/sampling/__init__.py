@@ -15,6 +15,7 @@ from .joint import JointSampler, JointState
 from .kv_cache import CachedDenoiser, KVCache
 from .llada import LLaDASampler, LLaDAState
 from .magnet import MagnetSampler, MagnetState
+from .mar import MARSampler, generate_continuous
 from .maskgit import MaskGITSampler, MaskGITState
 from .next_scale import NextScaleSampler, NextScaleState
 from .pivot import PivotSampler, PivotState
@@ -72,4 +73,6 @@ __all__ = [
     "BAMMSampler",
     "BAMMState",
     "bamm_cascade",
+    "MARSampler",
+    "generate_continuous",
 ]
