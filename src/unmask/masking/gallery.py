@@ -2,7 +2,7 @@
 
 Each exported `Masker` subclass is drawn with its default settings (ColorMask once per colour,
 FrequencyMask once per band), hiding half of the tokens of one example (dark = hidden). Data-driven
-maskers get a synthetic context: `scores` and `energy` peak at the centre of the layout, `word_ids`
+maskers get a synthetic context: `scores`, `energy` and `saliency` peak at the centre of the layout, `word_ids`
 and `entity_ids` cut it into short runs, `first` is a random half. A masker that does not apply to a
 layout (a tube mask on a grid) shows why in its cell. A masker added to `masking/__init__.py` appears
 here with no change to this file.
@@ -58,6 +58,7 @@ def synthetic_context(layout: Layout, generator: torch.Generator) -> dict:
     return {
         "scores": centre.unsqueeze(0),
         "energy": 4 * centre.unsqueeze(0),
+        "saliency": 4 * centre.unsqueeze(0),
         "word_ids": words.unsqueeze(0),
         "entity_ids": torch.where(words % 2 == 0, words, torch.full_like(words, -1)).unsqueeze(0),
         "first": RandomMask()(layout, 1, ratio=0.5, generator=generator),
