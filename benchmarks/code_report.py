@@ -114,6 +114,10 @@ def fmt(v, digits=3):
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
+# the sections after this line are written by other benchmarks; rewriting the report keeps them
+KEPT = "\n<!-- written by other benchmarks, kept when this report is made again -->\n"
+
+
 def write_doc(path: Path, r: dict, steps: dict, flops: dict, bench: dict | None, out: Path, args) -> None:
     ar, md, el, ml, cfg = r["ar"], r["mdlm"], r["electra"], r["mlm"], r["_settings"]
     command = f"python benchmarks/code_report.py --out {out} --steps {args.steps}"
@@ -264,7 +268,8 @@ def write_doc(path: Path, r: dict, steps: dict, flops: dict, bench: dict | None,
           "| run | command | train + eval seconds |", "|---|---|---|"]
     for name, command in r["_commands"].items():
         L += [f"| {name} | `{command}` | {fmt(r[name].get('train_eval_seconds', float('nan')), 0)} |"]
-    path.write_text("\n".join(L) + "\n")
+    kept = path.read_text().partition(KEPT)[2] if path.exists() else ""
+    path.write_text("\n".join(L) + "\n" + (KEPT + kept if kept else ""))
 
 
 def main(argv=None):
