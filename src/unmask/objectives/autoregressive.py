@@ -32,6 +32,18 @@ from ..masking.masked_thought import MaskedThought
 from .base import ObjectiveOutput, as_metric
 
 
+def scored_nll(nll: torch.Tensor, prompt: torch.Tensor | None, extra: dict | None = None) -> ObjectiveOutput:
+    """The loss of per-token NLLs Float[B, N]: their mean, or with `prompt` (Bool[B, N], True = given)
+    their mean over the answer side only; metrics: the loss in nats and in bits per token."""
+    if prompt is None:
+        loss = nll.mean()
+    else:
+        answer = (~prompt).to(nll.dtype)
+        loss = (nll * answer).sum() / answer.sum().clamp(min=1)
+    nats = loss.detach()
+    return ObjectiveOutput(loss, {"loss": nats, "nll_bits_per_token": nats / math.log(2), **(extra or {})})
+
+
 class NextTokenPrediction(nn.Module):
     """batch: {"tokens": Long[B, N], "prompt": Bool[B, N] (optional)} -> ObjectiveOutput. `model` must
     be causal."""
@@ -94,11 +106,4 @@ class NextTokenPrediction(nn.Module):
             # the rate of this step, and the share of answer-side inputs it masked (about the rate)
             extra = {"thought_rate": as_metric(self.thought.rate(self.step), tokens),
                      "thought_masked_share": hide.sum() / answer_side.sum().clamp(min=1)}
-        nll = self.token_nll(tokens, inputs)
-        if prompt is None:
-            loss = nll.mean()
-        else:
-            answer = (~prompt).to(nll.dtype)
-            loss = (nll * answer).sum() / answer.sum().clamp(min=1)
-        nats = loss.detach()
-        return ObjectiveOutput(loss, {"loss": nats, "nll_bits_per_token": nats / math.log(2), **extra})
+        return scored_nll(self.token_nll(tokens, inputs), prompt, extra)

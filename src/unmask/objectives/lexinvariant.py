@@ -7,13 +7,11 @@ those of `NextTokenPrediction`, which this extends; its input masking options ar
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 from ..nn.lexinvariant import LexinvariantLM
-from .autoregressive import NextTokenPrediction
+from .autoregressive import NextTokenPrediction, scored_nll
 from .base import ObjectiveOutput
 
 
@@ -36,12 +34,4 @@ class LexinvariantNextToken(NextTokenPrediction):
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> ObjectiveOutput:
         tokens = batch["tokens"]
-        nll = self.token_nll(tokens, generator=generator)
-        prompt = batch.get("prompt")
-        if prompt is None:
-            loss = nll.mean()
-        else:
-            answer = (~prompt).to(nll.dtype)
-            loss = (nll * answer).sum() / answer.sum().clamp(min=1)
-        nats = loss.detach()
-        return ObjectiveOutput(loss, {"loss": nats, "nll_bits_per_token": nats / math.log(2)})
+        return scored_nll(self.token_nll(tokens, generator=generator), batch.get("prompt"))
