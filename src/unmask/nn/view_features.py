@@ -19,6 +19,7 @@ import torch
 
 from .mae import MaskedEncoder
 from .projection import DepthViews, back_project
+from .token_drop import attention_logits
 
 
 class ViewTargets(NamedTuple):
@@ -39,12 +40,8 @@ def cls_attention(encoder: MaskedEncoder, images: torch.Tensor) -> tuple[torch.T
         tokens = encoder(images).tokens  # [B, 1 + L, D]
     finally:
         hook.remove()
-    h = seen[-1]  # [B, 1 + L, D]: the last block's attention input
-    b, n, d = h.shape
-    heads = last.attn.heads
-    q, k, _ = last.attn.qkv(h).view(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)  # 3 x [B, H, N, D/H]
-    weights = (q[:, :, :1] @ k.transpose(-1, -2) * (d // heads) ** -0.5).softmax(-1)  # [B, H, 1, N]
-    return tokens[:, 1:], weights.mean(1)[:, 0, 1:]
+    weights = attention_logits(last.attn, seen[-1]).softmax(-1)  # [B, H, 1 + L, 1 + L]
+    return tokens[:, 1:], weights[:, :, 0, 1:].mean(1)
 
 
 @torch.no_grad()
