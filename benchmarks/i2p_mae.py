@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import spread
 from machine import describe  # noqa: E402
 
 from unmask.recipes.pointmae_shapes import PointMAEShapes  # noqa: E402
@@ -73,7 +74,7 @@ def run_one(name: str, seed: int, args, runs: Path) -> dict:
 
 def mean_std(xs: list[float]) -> str:
     """mean +- population std, as docs/points.md reports them."""
-    return f"{statistics.mean(xs):.3f} +- {statistics.pstdev(xs):.3f}"
+    return spread.mean_std(xs, ".3f", population=True)
 
 
 def table(results: dict[str, list[dict]], args) -> str:

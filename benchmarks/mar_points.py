@@ -32,6 +32,7 @@ import statistics
 import time
 from pathlib import Path
 
+import spread
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -149,7 +150,8 @@ def floors(args, train, train_groups, latents, codebook, refs, ref_labels) -> di
 
 
 def mean_std(xs: list[float]) -> str:
-    return f"{statistics.mean(xs):.5f} +- {statistics.pstdev(xs):.5f}"
+    """mean +- population std, as docs/points.md reports them."""
+    return spread.mean_std(xs, ".5f", population=True)
 
 
 def table(results: dict[str, list[dict]], base: dict[str, dict], args) -> str:

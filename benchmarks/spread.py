@@ -1,14 +1,15 @@
 """How the figure benchmarks print a measurement over seeds: mean +- sample standard deviation (0
-for one seed), and paired per-seed deltas with their signs."""
+for one seed; the population one on request), and paired per-seed deltas with their signs."""
 
 from __future__ import annotations
 
 import statistics
 
 
-def mean_std(xs: list[float], fmt: str = ".3f", sign: str = "") -> str:
-    """'0.734 +- 0.030' (sign='+' writes '+0.734' for deltas)."""
-    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+def mean_std(xs: list[float], fmt: str = ".3f", sign: str = "", population: bool = False) -> str:
+    """'0.734 +- 0.030' (sign='+' writes '+0.734' for deltas); population=True divides by n, not n - 1
+    (the point-cloud tables report that spread)."""
+    sd = (statistics.pstdev(xs) if population else statistics.stdev(xs)) if len(xs) > 1 else 0.0
     return f"{statistics.mean(xs):{sign}{fmt}} +- {sd:{fmt}}"
 
 
