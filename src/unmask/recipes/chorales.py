@@ -33,10 +33,12 @@ from ..config import option, section
 from ..data import music
 from ..data.user_music import read_music
 from ..eval import music as music_eval
+from ..eval.voice_leading import NoParallels
 from ..masking.tracks import TrackMask
 from ..nn import MaskedTokenModel, ModelConfig
 from ..objectives import MaskedTokenModeling
 from ..sampling import generate
+from ..sampling.constrained import ConstrainedSampler
 from ..schedules import SCHEDULES, Schedule
 from ..train import TrainConfig
 from .base import Recipe, SamplerSettings, TransformerSettings, memo
@@ -71,6 +73,19 @@ class Eval:
     harmonies: int = option(2, lo=1, help="harmonisations drawn per held-out chorale")
     unconditional: int = option(64, lo=1, help="windows drawn from nothing by eval")
     midi_examples: int = option(3, lo=0, help="held-out chorales written as MIDI")
+
+
+@dataclass(frozen=True)
+class Sampler(SamplerSettings):
+    voice_leading: bool = option(False, help="refuse notes that make parallel fifths or octaves "
+                                             "(eval/voice_leading.py; AWRS draws, maskgit: by confidence, else random)")
+
+    def for_window(self, steps: int):
+        """The sampler for windows of `steps` steps (the voice-leading constraint needs the length)."""
+        if not self.voice_leading:
+            return self.build()
+        order = "confidence" if self.name == "maskgit" else "random"
+        return ConstrainedSampler(NoParallels(steps), self.steps, temperature=self.temperature, order=order)
 
 
 def window_starts(steps: int, length: int) -> list[int]:
@@ -110,7 +125,7 @@ class Settings:
     model: TransformerSettings = section(TransformerSettings())
     data: Data = section(Data())
     objective: Objective = section(Objective())
-    sampler: SamplerSettings = section(SamplerSettings("ancestral", 16, 1.0, 1.0))
+    sampler: Sampler = section(Sampler("ancestral", 16, 1.0, 1.0))
     eval: Eval = section(Eval())
 
 
@@ -159,8 +174,8 @@ class Chorales(Recipe):
     def draw_unconditional(self, model, n: int, generator) -> list[np.ndarray]:
         """n windows written from nothing: int64 arrays [4, window]."""
         canvas = torch.full((n, model.config.layout.n), music.MASK_ID)
-        tokens = generate(model, canvas, self.settings.sampler.build(), mask_id=music.MASK_ID,
-                          generator=generator).tokens
+        sampler = self.settings.sampler.for_window(self.settings.data.window)
+        tokens = generate(model, canvas, sampler, mask_id=music.MASK_ID, generator=generator).tokens
         return list(tokens.view(n, len(music.VOICES), self.settings.data.window).numpy())
 
     def measure(self, run, objective: MaskedTokenModeling) -> dict:
@@ -175,7 +190,7 @@ class Chorales(Recipe):
         keys = [(c.tonic, c.minor) for c in test]
         repeated = [p for p in real for _ in range(s.eval.harmonies)]
         rep_keys = [k for k in keys for _ in range(s.eval.harmonies)]
-        generated = fill_voices(model, repeated, HARMONISE, s.sampler.build(), fresh())
+        generated = fill_voices(model, repeated, HARMONISE, s.sampler.for_window(window), fresh())
         probs = music_eval.fit_unigram([c.tokens for c in train_set])
         g = fresh()
         unigram = [music_eval.unigram_harmony(p, probs, g) for p in repeated]
@@ -212,7 +227,8 @@ class Chorales(Recipe):
         s = self.settings
         grid = "eighth" if s.data.grid == 2 else "sixteenth"
         setup = (f"{self.setup()} Windows of {s.data.window} {grid} steps, GETMusic's track masking; sampler "
-                 f"`{s.sampler.name}` ({s.sampler.steps} steps per window, temperature {s.sampler.temperature}).")
+                 f"`{s.sampler.name}` ({s.sampler.steps} steps per window, temperature {s.sampler.temperature})"
+                 f"{', no parallel fifths or octaves (AWRS)' if s.sampler.voice_leading else ''}.")
         if s.data.source:
             setup += (f" Music: `{s.data.source}`, the first four parts of each file as soprano, alto, tenor and "
                       "bass; held out by hash of the path.")
