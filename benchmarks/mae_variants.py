@@ -32,6 +32,8 @@ from unmask.objectives.hybrid_distill import default_keep_ratios
 from unmask.recipes.mae_digits import TEACHER_VARIANTS, MAEDigits, images
 from unmask.recipes.run import Run
 
+KEPT = "<!-- written by other benchmarks, kept when this table is made again -->"
+
 # name -> (paper, dotted recipe settings)
 VARIANTS = {
     "mae": ("MAE (baseline)", []),
@@ -250,7 +252,8 @@ def main(argv=None) -> None:
         return
     text = table(results, args, step_costs([n for n in names if n not in NOT_OBJECTIVES], args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    kept = args.out.read_text().partition(KEPT)[2] if args.out.exists() else ""
+    args.out.write_text(text + (f"\n{KEPT}{kept}" if kept else ""))
     print(text)
 
 
