@@ -9,14 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from unmask.layout import Layout
+from unmask.masking.spacetime_block import SpaceTimeBlockMask, cuboid_cells
 from unmask.nn.image_tokenizer import ImageTokenizer, ImageTokenizerConfig
 from unmask.objectives.violet import (
     VIOLET,
-    SpaceTimeBlockMask,
     VideoTextConfig,
     VIOLETModel,
     caption_scores,
-    cuboid_cells,
     match_scores,
     recover_words,
 )
