@@ -23,29 +23,24 @@ exists, so an interrupted comparison resumes.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
+from captioned import captioned
 from machine import describe
+from seeded_runs import budget_arguments, column, keep_table, run_once
 from spread import mean_std as ms
-from spread import signed
+from spread import paired_row
 
-from unmask.data.image_text import Vocab, load
+from unmask.data.image_text import Vocab
 from unmask.nn.image_text import ImageTextConfig
 from unmask.objectives.aclip import AttentiveMaskCLIP
-from unmask.train.trainer import TrainConfig, fit
 
 METHODS = {"aclip": "attentive", "random": "random", "clip": "none"}  # name -> masking
 
 
 def pairs(split: str, vocab: Vocab | None, length: int | None):
-    s = load("glyphs", split)
-    vocab = vocab or Vocab.build(s.captions)
-    length = length or max(len(c.split()) for c in s.captions)
-    tokens, lengths = vocab.encode(s.captions, length)
-    data = {"images": s.images.float() / 255.0, "tokens": tokens, "lengths": lengths}
+    data, s, vocab, length = captioned("glyphs", split, vocab, length)
     return data, s.labels, s.classes, vocab, length
 
 
@@ -73,37 +68,21 @@ def zero_shot(objective: AttentiveMaskCLIP, images, labels, class_tokens, class_
 
 
 def run_one(method: str, seed: int, args, data, cfg) -> dict:
-    folder = args.runs / f"{method}-s{seed}"
-    done = folder / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
     train, test, test_y, class_tokens, class_lengths = data
-    objective = build(method, seed, args, cfg)
-    tc = TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=args.warmup, seed=seed, log_every=50)
-    c0 = time.process_time()
-    fit(objective, train, tc, folder, {"method": method, **vars(args) | {"runs": str(args.runs)}}, progress=False)
-    cpu_s = time.process_time() - c0
-    result = {"method": method, "seed": seed, "train_cpu_s": cpu_s,
-              **zero_shot(objective, test["images"], test_y, class_tokens, class_lengths)}
-    done.write_text(json.dumps(result, indent=1))
-    print(f"{method:6s} seed {seed}: " + "  ".join(f"{k} {v:.3f}" for k, v in result.items()
-                                                   if isinstance(v, float) and k != "train_cpu_s")
-          + f"  ({cpu_s:.0f} CPU s)", flush=True)
-    return result
+    return run_once(method, seed, args, lambda: build(method, seed, args, cfg), train,
+                    lambda objective: zero_shot(objective, test["images"], test_y, class_tokens, class_lengths))
 
 
 def table(results: dict, args) -> str:
     def col(method, key):
-        return [r[key] for r in results[method]]
+        return column(results, method, key)
 
     rows = ["| held-out figure | A-CLIP (attentive) | random, same kept count | paired delta per seed | "
             "CLIP, every patch (reference) |", "|---|---|---|---|---|"]
     for key, label in (("top1", "zero-shot top-1 (image -> 111 captions)"), ("top5", "zero-shot top-5"),
                        ("t2i_r1", "text -> image recall@1")):
-        ours, base = col("aclip", key), col("random", key)
         ref = ms(col("clip", key)) if "clip" in results else "not run"
-        rows.append(f"| {label} | {ms(ours)} | {ms(base)} | "
-                    f"{signed([a - b for a, b in zip(ours, base, strict=True)])} | {ref} |")
+        rows.append(f"{paired_row(label, col('aclip', key), col('random', key))} {ref} |")
     cpu = {m: sum(col(m, "train_cpu_s")) / len(results[m]) for m in results}
     rows.append("| training CPU s per run | " + " | ".join(
         f"{cpu[m]:.0f}" if m in cpu else "" for m in ("aclip", "random")) + " | | "
@@ -116,18 +95,10 @@ def table(results: dict, args) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=700)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=30)
-    p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--depth", type=int, default=4)
+    budget_arguments(p, steps=700, batch=64, dim=64, depth=4, methods=METHODS, runs="runs/aclip")
     p.add_argument("--text-depth", type=int, default=2)
     p.add_argument("--embed-dim", type=int, default=64)
     p.add_argument("--momentum", type=float, default=0.99)
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--runs", type=Path, default=Path("runs/aclip"))
     args = p.parse_args()
     torch.set_num_threads(1)
     print(describe(), flush=True)
@@ -141,9 +112,7 @@ def main() -> None:
     results = {m: [run_one(m, s, args, data, cfg) for s in args.seeds] for m in args.methods}
     print(f"CPU time of this invocation: {time.process_time() - c0:.0f} s", flush=True)
     if {"aclip", "random"} <= set(results):
-        text = table(results, args)
-        (args.runs / "table.md").write_text(text)
-        print(text)
+        keep_table(args.runs, table(results, args))
 
 
 if __name__ == "__main__":

@@ -24,33 +24,27 @@ result.json exists, so an interrupted comparison resumes.
 from __future__ import annotations
 
 import argparse
-import json
-import time
-from pathlib import Path
 
 import torch
+from captioned import captioned
 from machine import describe
+from seeded_runs import budget_arguments, column, keep_table, run_once
 from spread import mean_std as ms
-from spread import signed
+from spread import paired_row
 
-from unmask.data.image_text import Vocab, load
+from unmask.data.image_text import Vocab
 from unmask.eval.probe import knn_probe, linear_probe, pooled_features
 from unmask.nn.image_text import ImageTextConfig
 from unmask.nn.mae import MAEConfig, MaskedAutoencoder
 from unmask.objectives.m3ae import M3AE
 from unmask.objectives.mae import MaskedAutoencoding
 from unmask.objectives.uniter import UNITER, UNITERModel, matching_accuracy, one_word_recovery
-from unmask.train.trainer import TrainConfig, fit
 
 METHODS = ("uniter", "text_mlm", "m3ae", "mae")
 
 
 def pairs(split: str, vocab: Vocab | None, length: int | None):
-    s = load("glyphs", split)
-    vocab = vocab or Vocab.build(s.captions)
-    length = length or max(len(c.split()) for c in s.captions)
-    tokens, lengths = vocab.encode(s.captions, length)
-    data = {"images": s.images.float() / 255.0, "tokens": tokens, "lengths": lengths}
+    data, s, vocab, length = captioned("glyphs", split, vocab, length)
     return data, s.labels, vocab, length
 
 
@@ -101,41 +95,26 @@ def evaluate(method: str, objective, data, seed: int) -> dict[str, float]:
 
 
 def run_one(method: str, seed: int, args, data, cfg) -> dict:
-    folder = args.runs / f"{method}-s{seed}"
-    done = folder / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    objective = build(method, seed, args, cfg)
     train = data[0][0] if method != "mae" else {"images": data[0][0]["images"]}
-    tc = TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=args.warmup, seed=seed, log_every=50)
-    c0 = time.process_time()
-    fit(objective, train, tc, folder, {"method": method, **vars(args) | {"runs": str(args.runs)}}, progress=False)
-    cpu_s = time.process_time() - c0
-    result = {"method": method, "seed": seed, "train_cpu_s": cpu_s, **evaluate(method, objective, data, seed)}
-    done.write_text(json.dumps(result, indent=1))
-    print(f"{method:8s} seed {seed}: " + "  ".join(f"{k} {v:.3f}" for k, v in result.items()
-                                                   if isinstance(v, float) and k != "train_cpu_s")
-          + f"  ({cpu_s:.0f} CPU s)", flush=True)
-    return result
+    return run_once(method, seed, args, lambda: build(method, seed, args, cfg), train,
+                    lambda objective: evaluate(method, objective, data, seed))
 
 
 def table(results: dict, args) -> str:
     def col(method, key):
-        return [r[key] for r in results[method]]
+        return column(results, method, key)
 
     rows = ["| figure | ours | baseline | paired delta per seed |", "|---|---|---|---|"]
     for key, label in (("words", "all words"), ("last_word", "the naming (last) word")):
         ours = col("uniter", f"with_image_{key}")
         for base, name in ((col("uniter", f"image_removed_{key}"), "same model, image removed"),
                            (col("text_mlm", f"text_only_{key}"), "text-only MLM")):
-            rows.append(f"| UNITER word recovery, {label}: given image vs {name} | {ms(ours)} | {ms(base)} | "
-                        f"{signed([a - b for a, b in zip(ours, base, strict=True)])} |")
+            rows.append(paired_row(f"UNITER word recovery, {label}: given image vs {name}", ours, base))
     itm = ms(col("uniter", "itm_acc"))
     rows.append(f"| UNITER ITM accuracy (held-out, half mismatched) | {itm} | 0.500 (chance) | |")
     for key in ("linear", "knn"):
-        ours, base = col("m3ae", key), col("mae", key)
-        rows.append(f"| M3AE vs image-only MAE, {key} probe of image features (111 classes) | {ms(ours)} | "
-                    f"{ms(base)} | {signed([a - b for a, b in zip(ours, base, strict=True)])} |")
+        rows.append(paired_row(f"M3AE vs image-only MAE, {key} probe of image features (111 classes)",
+                               col("m3ae", key), col("mae", key)))
     text = ms(col("m3ae", "text_acc"))
     rows.append(f"| M3AE text reconstruction accuracy (hidden real words, held-out) | {text} | | |")
     budget = (f"{args.steps} steps, batch {args.batch}, lr {args.lr}, width {args.dim}, depth {args.depth}, "
@@ -145,18 +124,10 @@ def table(results: dict, args) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=30)
-    p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--depth", type=int, default=4)
+    budget_arguments(p, steps=1000, batch=64, dim=64, depth=4, methods=METHODS, runs="runs/image_text")
     p.add_argument("--decoder-dim", type=int, default=64)
     p.add_argument("--patch", type=int, default=8)
     p.add_argument("--text-ratio", type=float, default=0.5)
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument("--runs", type=Path, default=Path("runs/image_text"))
     args = p.parse_args()
     torch.set_num_threads(1)
     print(describe(), flush=True)
@@ -166,9 +137,7 @@ def main() -> None:
     data = ((train, train_y), (test, test_y))
     results = {m: [run_one(m, s, args, data, cfg) for s in args.seeds] for m in args.methods}
     if set(results) == set(METHODS):
-        text = table(results, args)
-        (args.runs / "table.md").write_text(text)
-        print(text)
+        keep_table(args.runs, table(results, args))
 
 
 if __name__ == "__main__":

@@ -21,21 +21,18 @@ result.json exists, so an interrupted comparison resumes.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from machine import describe
-from spread import mean_std as ms
-from spread import signed
+from seeded_runs import budget_arguments, column, keep_table, run_once
+from spread import paired_row
 
 from unmask.data.canvas import CLASSES, SEEN, scenes
 from unmask.data.image_text import Vocab
 from unmask.nn.mask_proposal import MaskProposalConfig, MaskProposalModel
 from unmask.objectives.mask_proposal import MaskProposalLoss
-from unmask.train.trainer import TrainConfig, fit
 
 METHODS = ("pmp", "two_stage")
 
@@ -82,21 +79,8 @@ def evaluate(objective: MaskProposalLoss, test: dict, chunk: int = 128) -> dict[
 
 
 def run_one(method: str, seed: int, args, train: dict, test: dict, vocab: Vocab) -> dict:
-    folder = args.runs / f"{method}-s{seed}"
-    done = folder / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    objective = build(method, seed, args, vocab)
-    tc = TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=args.warmup, seed=seed, log_every=50)
-    c0 = time.process_time()
-    fit(objective, train, tc, folder, {"method": method, **vars(args) | {"runs": str(args.runs)}}, progress=False)
-    train_cpu = time.process_time() - c0
-    result = {"method": method, "seed": seed, **evaluate(objective, test), "train_cpu_s": train_cpu,
-              "cpu_s": time.process_time() - c0}
-    done.write_text(json.dumps(result, indent=1))
-    print(f"{method:9s} seed {seed}: mIoU {result['miou']:.3f}  IoU>=0.5 {result['hit50']:.3f}  "
-          f"oracle mIoU {result['oracle_miou']:.3f}  ({result['cpu_s']:.0f} CPU s)", flush=True)
-    return result
+    return run_once(method, seed, args, lambda: build(method, seed, args, vocab), train,
+                    lambda objective: evaluate(objective, test))
 
 
 def table(results: dict, args) -> str:
@@ -104,11 +88,9 @@ def table(results: dict, args) -> str:
             "paired delta per seed |", "|---|---|---|---|"]
     for key, label in (("miou", "mIoU of the picked proposal"), ("hit50", "share of objects with IoU >= 0.5"),
                        ("oracle_miou", "oracle: best IoU among the proposals, mean")):
-        ours, base = [r[key] for r in results["pmp"]], [r[key] for r in results["two_stage"]]
-        delta = signed([a - b for a, b in zip(ours, base, strict=True)])
-        rows.append(f"| {label} | {ms(ours)} | {ms(base)} | {delta} |")
+        rows.append(paired_row(label, column(results, "pmp", key), column(results, "two_stage", key)))
     objects = results["pmp"][0]["objects"]
-    cpu = sum(r["cpu_s"] for rs in results.values() for r in rs)
+    cpu = sum(r["train_cpu_s"] + r["eval_cpu_s"] for rs in results.values() for r in rs)
     budget = (f"{args.steps} steps, batch {args.batch}, lr {args.lr}, width {args.dim}, {args.queries} queries, "
               f"decoder depth {args.depth}, {args.train} training scenes, {args.test} test scenes ({objects} objects), "
               f"seeds {', '.join(map(str, args.seeds))}")
@@ -117,18 +99,10 @@ def table(results: dict, args) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=30)
-    p.add_argument("--dim", type=int, default=64)
+    budget_arguments(p, steps=600, batch=32, dim=64, depth=3, methods=METHODS, runs="runs/mask_proposal")
     p.add_argument("--queries", type=int, default=8)
-    p.add_argument("--depth", type=int, default=3)
     p.add_argument("--train", type=int, default=2000)
     p.add_argument("--test", type=int, default=200)
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument("--runs", type=Path, default=Path("runs/mask_proposal"))
     args = p.parse_args()
     torch.set_num_threads(1)
     print(describe(), flush=True)
@@ -138,10 +112,7 @@ def main() -> None:
     results = {m: [run_one(m, s, args, train, test, vocab) for s in args.seeds] for m in args.methods}
     print(f"CPU time of this invocation: {(time.process_time() - c0) / 60:.1f} min", flush=True)
     if set(results) == set(METHODS):
-        text = table(results, args)
-        args.runs.mkdir(parents=True, exist_ok=True)
-        (args.runs / "table.md").write_text(text)
-        print(text)
+        keep_table(args.runs, table(results, args))
 
 
 if __name__ == "__main__":

@@ -16,3 +16,10 @@ def mean_std(xs: list[float], fmt: str = ".3f", sign: str = "", population: bool
 def signed(xs: list[float], fmt: str = ".3f") -> str:
     """'+0.048, -0.101, +0.097': one paired delta per seed."""
     return ", ".join(f"{x:+{fmt}}" for x in xs)
+
+
+def paired_row(label: str, ours: list[float], base: list[float], fmt: str = ".3f") -> str:
+    """'| label | ours mean +- sd | baseline mean +- sd | per-seed deltas |': a Markdown table row of a
+    paired comparison (the same seeds, in the same order, on both sides)."""
+    delta = signed([a - b for a, b in zip(ours, base, strict=True)], fmt)
+    return f"| {label} | {mean_std(ours, fmt)} | {mean_std(base, fmt)} | {delta} |"

@@ -22,35 +22,30 @@ exists, so an interrupted comparison resumes.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
-from pathlib import Path
 
 import torch
+from captioned import captioned
 from machine import describe
+from seeded_runs import budget_arguments, column, keep_table, run_once
 from spread import mean_std as ms
-from spread import signed
+from spread import paired_row
 
-from unmask.data.image_text import Vocab, load
+from unmask.data.image_text import Vocab
 from unmask.eval.probe import pooled_features, probe
 from unmask.nn.image_text import ImageTextConfig
 from unmask.nn.mae import MaskedAutoencoder
 from unmask.objectives.m3ae import M3AE
 from unmask.objectives.mae import MaskedAutoencoding
 from unmask.objectives.urfound import UrFound, mae_config
-from unmask.train.trainer import TrainConfig, fit
 
 METHODS = ("urfound", "mae", "m3ae", "urfound_cross")
 SHOTS = (1, 5)
 
 
 def pairs(split: str, vocab: Vocab | None, length: int | None):
-    s = load("glyphs", split)
-    vocab = vocab or Vocab.build(s.captions)
-    length = length or max(len(c.split()) for c in s.captions)
-    tokens, lengths = vocab.encode(s.captions, length)
-    data = {"images": s.images.float() / 255.0, "tokens": tokens, "lengths": lengths}
+    data, s, vocab, length = captioned("glyphs", split, vocab, length)
     return data, s.labels, vocab, length
 
 
@@ -94,28 +89,14 @@ def evaluate(method: str, objective, data, seed: int) -> dict[str, float]:
 
 
 def run_one(method: str, seed: int, args, data, cfg) -> dict:
-    folder = args.runs / f"{method}-s{seed}"
-    done = folder / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    objective = build(method, seed, args, cfg)
     train = data[0][0] if method != "mae" else {"images": data[0][0]["images"]}
-    tc = TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=args.warmup, seed=seed, log_every=50)
-    c0 = time.process_time()
-    fit(objective, train, tc, folder, {"method": method, **vars(args) | {"runs": str(args.runs)}}, progress=False)
-    c1 = time.process_time()
-    result = {"method": method, "seed": seed, **evaluate(method, objective, data, seed)}
-    result |= {"train_cpu_s": c1 - c0, "eval_cpu_s": time.process_time() - c1}
-    done.write_text(json.dumps(result, indent=1))
-    print(f"{method:13s} seed {seed}: " + "  ".join(f"{k} {v:.3f}" for k, v in result.items()
-                                                    if isinstance(v, float) and not k.endswith("cpu_s"))
-          + f"  ({result['train_cpu_s']:.0f} + {result['eval_cpu_s']:.0f} CPU s)", flush=True)
-    return result
+    return run_once(method, seed, args, lambda: build(method, seed, args, cfg), train,
+                    lambda objective: evaluate(method, objective, data, seed))
 
 
 def table(results: dict, args) -> str:
     def col(method, key):
-        return [r[key] for r in results[method]]
+        return column(results, method, key)
 
     rows = ["| figure (held-out glyph faces, 111 classes, image alone) | UrFound | baseline | "
             "paired delta per seed |", "|---|---|---|---|"]
@@ -124,9 +105,7 @@ def table(results: dict, args) -> str:
     for base in (m for m in ("mae", "m3ae", "urfound_cross") if m in results):
         name = {"mae": "image-only MAE", "m3ae": "M3AE", "urfound_cross": "UrFound, cross-attention decoder"}[base]
         for key, label in keys:
-            ours, other = col("urfound", key), col(base, key)
-            rows.append(f"| {label}: UrFound vs {name} | {ms(ours)} | {ms(other)} | "
-                        f"{signed([a - b for a, b in zip(ours, other, strict=True)])} |")
+            rows.append(paired_row(f"{label}: UrFound vs {name}", col("urfound", key), col(base, key)))
     rows.append(f"| UrFound text decoder, hidden words of held-out captions | {ms(col('urfound', 'text_acc'))} | | |")
     rows.append(f"| UrFound text decoder, the naming (last) word alone | {ms(col('urfound', 'naming_word_acc'))} | "
                 f"1/111 (chance) | |")
@@ -141,19 +120,11 @@ def table(results: dict, args) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=30)
-    p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--depth", type=int, default=4)
+    budget_arguments(p, steps=1000, batch=64, dim=64, depth=4, methods=METHODS, runs="runs/urfound")
     p.add_argument("--decoder-dim", type=int, default=64)
     p.add_argument("--text-depth", type=int, default=2)
     p.add_argument("--patch", type=int, default=8)
     p.add_argument("--text-ratio", type=float, default=0.5)
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument("--runs", type=Path, default=Path("runs/urfound"))
     args = p.parse_args()
     torch.set_num_threads(1)
     # 1 label per class: sklearn warns that 111 classes in 111 samples look like a regression target
@@ -168,10 +139,7 @@ def main() -> None:
     results = {m: [run_one(m, s, args, data, cfg) for s in args.seeds] for m in args.methods}
     print(f"CPU seconds in this invocation: {time.process_time() - c0:.0f}", flush=True)
     if "urfound" in results:
-        text = table(results, args)
-        args.runs.mkdir(parents=True, exist_ok=True)
-        (args.runs / "table.md").write_text(text)
-        print(text)
+        keep_table(args.runs, table(results, args))
 
 
 if __name__ == "__main__":

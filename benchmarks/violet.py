@@ -31,16 +31,15 @@ and reused when their result.json exists, so an interrupted comparison resumes.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
+from captioned import captioned
 from machine import describe
-from spread import mean_std as ms
-from spread import signed
+from seeded_runs import budget_arguments, column, keep_table, run_once
+from spread import paired_row
 
-from unmask.data.image_text import Vocab, load
+from unmask.data.image_text import Vocab
 from unmask.nn.image_tokenizer import ImageTokenizer, ImageTokenizerConfig
 from unmask.objectives.image_tokenizer import TokenizerTraining
 from unmask.objectives.violet import (
@@ -58,12 +57,9 @@ FRAMES = 4
 
 
 def clips(split: str, vocab: Vocab | None, length: int | None):
-    s = load("moving_digits", split, frames=FRAMES)
-    vocab = vocab or Vocab.build(s.captions)
-    length = length or max(len(c.split()) for c in s.captions)
-    tokens, lengths = vocab.encode(s.captions, length)
-    videos = s.images.float().div(255.0).unsqueeze(2)  # [M, T, 1, 32, 32]
-    return {"videos": videos, "tokens": tokens, "lengths": lengths}, s, vocab, length
+    data, s, vocab, length = captioned("moving_digits", split, vocab, length, frames=FRAMES)
+    videos = data.pop("images").unsqueeze(2)  # [M, T, 1, 32, 32]
+    return {"videos": videos, **data}, s, vocab, length
 
 
 def tokenizer(args, frames: torch.Tensor) -> tuple[ImageTokenizer, float]:
@@ -114,29 +110,15 @@ def evaluate(objective: VIOLET, test: dict, s, vocab: Vocab, length: int, n: int
 
 
 def run_one(method: str, seed: int, args, data, cfg, tok) -> dict:
-    folder = args.runs / f"{method}-s{seed}"
-    done = folder / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
     (train, train_tokens), (test, s, vocab, length) = data
-    objective = build(method, seed, args, cfg, tok)
     batch = {**train, "visual_tokens": train_tokens} if method == "mvm_tokens" else train
-    tc = TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=args.warmup, seed=seed, log_every=50)
-    c0 = time.process_time()
-    fit(objective, batch, tc, folder, {"method": method, **vars(args) | {"runs": str(args.runs)}}, progress=False)
-    c1 = time.process_time()
-    result = {"method": method, "seed": seed, **evaluate(objective, test, s, vocab, length, args.eval_clips)}
-    result |= {"train_cpu_s": c1 - c0, "eval_cpu_s": time.process_time() - c1}
-    done.write_text(json.dumps(result, indent=1))
-    print(f"{method:10s} seed {seed}: " + "  ".join(f"{k} {v:.3f}" for k, v in result.items()
-                                                     if isinstance(v, float) and not k.endswith("cpu_s"))
-          + f"  ({result['train_cpu_s']:.0f} + {result['eval_cpu_s']:.0f} CPU s)", flush=True)
-    return result
+    return run_once(method, seed, args, lambda: build(method, seed, args, cfg, tok), batch,
+                    lambda objective: evaluate(objective, test, s, vocab, length, args.eval_clips))
 
 
 def table(results: dict, args) -> str:
     def col(method, key):
-        return [r[key] for r in results[method]]
+        return column(results, method, key)
 
     rows = ["| figure (held-out clips, video whole) | +MVM tokens (ours) | baseline | paired delta per seed |",
             "|---|---|---|---|"]
@@ -146,11 +128,8 @@ def table(results: dict, args) -> str:
                ("direction_words", "direction words recovered (MLM), chance 0.25 given the word count"),
                ("digit_word", "digit word recovered (MLM), chance 0.1"))
     for key, label in figures:
-        ours = col("mvm_tokens", key)
         for base, name in (("no_mvm", "no MVM"), ("mvm_pixels", "MVM pixels")):
-            b = col(base, key)
-            rows.append(f"| {label}: vs {name} | {ms(ours)} | {ms(b)} | "
-                        f"{signed([x - y for x, y in zip(ours, b, strict=True)])} |")
+            rows.append(paired_row(f"{label}: vs {name}", col("mvm_tokens", key), col(base, key)))
     budget = (f"{args.steps} steps, batch {args.batch}, lr {args.lr}, width {args.dim}, depth {args.depth}, "
               f"patch {args.patch}, video ratio {args.video_ratio}, word ratio {args.word_ratio}, "
               f"seeds {', '.join(map(str, args.seeds))}; {args.eval_clips} held-out clips")
@@ -159,21 +138,13 @@ def table(results: dict, args) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=1300)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=30)
-    p.add_argument("--dim", type=int, default=48)
-    p.add_argument("--depth", type=int, default=3)
+    budget_arguments(p, steps=1300, batch=32, dim=48, depth=3, methods=METHODS, runs="runs/violet")
     p.add_argument("--patch", type=int, default=8)
     p.add_argument("--video-ratio", type=float, default=0.15)
     p.add_argument("--word-ratio", type=float, default=0.15)
     p.add_argument("--codes", type=int, default=64)
     p.add_argument("--tokenizer-steps", type=int, default=300)
     p.add_argument("--eval-clips", type=int, default=200)
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument("--runs", type=Path, default=Path("runs/violet"))
     args = p.parse_args()
     torch.set_num_threads(1)
     print(describe(), flush=True)
@@ -192,9 +163,7 @@ def main() -> None:
     print(f"CPU time: this process {time.process_time() - c0:.0f} s; the runs' own (train + eval, "
           f"reused ones included) {runs_cpu:.0f} s", flush=True)
     if set(results) == set(METHODS):
-        text = table(results, args)
-        (args.runs / "table.md").write_text(text)
-        print(text)
+        keep_table(args.runs, table(results, args))
 
 
 if __name__ == "__main__":
