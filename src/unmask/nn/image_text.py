@@ -8,7 +8,7 @@ learned type embedding per modality, so one Transformer reads both.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
@@ -32,14 +32,19 @@ class ImageTextConfig:
     heads: int = 4
     mlp_ratio: float = 4.0
 
+    # axes of the sin-cos positions: each takes sin and cos of dim / (2 * axes) frequencies
+    SINCOS_AXES = 2
+
     def __post_init__(self):
         if self.patch < 1 or self.image_size % self.patch:
             raise ValueError(f"image_size {self.image_size} is not divisible by patch {self.patch}")
-        for name in ("channels", "vocab_size", "text_length", "dim", "depth", "heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.dim % self.heads or self.dim % 4:
-            raise ValueError(f"dim {self.dim} must be divisible by heads ({self.heads}) and by 4 (2-D sin-cos)")
+        for f in fields(self):
+            if f.type == "int" and getattr(self, f.name) < 1:
+                raise ValueError(f"{f.name} must be >= 1, got {getattr(self, f.name)}")
+        axes = self.SINCOS_AXES
+        if self.dim % self.heads or self.dim % (2 * axes):
+            raise ValueError(f"dim {self.dim} must be divisible by heads ({self.heads}) and by {2 * axes} "
+                             f"({axes}-D sin-cos)")
 
     @property
     def grid(self) -> int:

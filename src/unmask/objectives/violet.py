@@ -42,6 +42,7 @@ from ..layout import Layout
 from ..masking.base import Masker
 from ..masking.spacetime_block import SpaceTimeBlockMask
 from ..nn.embedding import sincos_nd
+from ..nn.image_text import ImageTextConfig
 from ..nn.patch import PatchEmbed, patchify
 from ..nn.transformer import Transformer, init_weights
 from .base import ObjectiveOutput
@@ -53,39 +54,18 @@ VIDEO, TEXT = 0, 1  # type ids
 
 
 @dataclass(frozen=True)
-class VideoTextConfig:
-    frames: int = 4
-    image_size: int = 32  # square frames
-    channels: int = 1
+class VideoTextConfig(ImageTextConfig):
+    """`ImageTextConfig` for clips of `frames` square frames; positions are 3-D sin-cos (t, y, x)."""
+
     patch: int = 8
-    vocab_size: int = 16  # V data tokens; the mask token is id V
-    text_length: int = 8  # word slots per caption (padded)
-    dim: int = 64
-    depth: int = 4
-    heads: int = 4
-    mlp_ratio: float = 4.0
+    frames: int = 4
 
-    def __post_init__(self):
-        if self.patch < 1 or self.image_size % self.patch:
-            raise ValueError(f"image_size {self.image_size} is not divisible by patch {self.patch}")
-        for name in ("frames", "channels", "vocab_size", "text_length", "dim", "depth", "heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.dim % self.heads or self.dim % 6:
-            raise ValueError(f"dim {self.dim} must be divisible by heads ({self.heads}) and by 6 (3-D sin-cos)")
-
-    @property
-    def grid(self) -> int:
-        return self.image_size // self.patch
+    SINCOS_AXES = 3
 
     @property
     def patches(self) -> int:
         """L, patch tokens per clip: frames * grid * grid."""
         return self.frames * self.grid * self.grid
-
-    @property
-    def patch_dim(self) -> int:
-        return self.patch * self.patch * self.channels
 
     @property
     def layout(self) -> Layout:
