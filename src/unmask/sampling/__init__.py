@@ -5,7 +5,7 @@ from .ancestral import AncestralSampler, AncestralState
 from .bamm import BAMMSampler, BAMMState, bamm_cascade
 from .block_cache import BlockCached, BlockCachedState
 from .categorical import categorical, gumbel, inverse_cdf, nucleus, nucleus_draw, token_logp
-from .constrained import ConstrainedSampler, ConstrainedState, awrs
+from .constrained import ConstrainedDraw, ConstrainedSampler, ConstrainedState, awrs, token_masking
 from .dream import DreamSampler, DreamState
 from .enat import ENATSampler, ENATState
 from .first_hitting import FirstHittingSampler, FirstHittingState
@@ -60,7 +60,9 @@ __all__ = [
     "JointState",
     "ConstrainedSampler",
     "ConstrainedState",
+    "ConstrainedDraw",
     "awrs",
+    "token_masking",
     "NextScaleSampler",
     "NextScaleState",
     "PivotSampler",

@@ -1,6 +1,6 @@
 """Constrained sampling by adaptive weighted rejection (AWRS; Lipkin et al. 2025, "Fast controlled
-generation from language models with adaptive weighted rejection sampling", P24): test tokens
-against an expensive constraint in the order of one set of Gumbel keys, i.e. sampling without
+generation from language models with adaptive weighted rejection sampling", arXiv:2504.05410, P24):
+test tokens against an expensive constraint in the order of one set of Gumbel keys, i.e. sampling without
 replacement, so the first accepted token is an exact draw from p restricted to the valid tokens and
 usually only a few tokens are ever tested; alongside, return an unbiased estimate of the valid mass
 Z = sum of p over valid tokens, the importance weight a sequential Monte Carlo sampler needs.
@@ -11,9 +11,14 @@ p(x) + (1 - R - p(x)) [y valid]. Given the rejections, p(x) is what is known and
 untested mass is valid in proportion estimated by one draw from it, so E[weight] = Z exactly. No
 valid token gives weight 0 (log-weight -inf). At most V constraint calls.
 
+`token_masking` is the baseline the paper measures against (locally constrained decoding): test all
+V tokens, then draw from p restricted to the valid ones; the same draw, with the exact Z as weight,
+for V constraint calls per token. benchmarks/awrs_efficiency.py counts both.
+
 `ConstrainedSampler` runs MaskGIT's schedule (random or confidence order) with every committed token
-drawn by AWRS under `constraint(tokens: Long[N], position, token) -> bool`, one place after another
-so each sees the ones committed before it; the log-weights add up per row in the state.
+drawn by AWRS (or by token masking, `draw="masking"`) under `constraint(tokens: Long[N], position,
+token) -> bool`, one place after another so each sees the ones committed before it; the
+log-weights add up per row in the state.
 """
 
 from __future__ import annotations
@@ -21,22 +26,29 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
 from ..schedules import Schedule
 from . import checks
-from .categorical import gumbel
+from .categorical import categorical, gumbel
 from .confidence import log_probs
 
 
-def awrs(logits: torch.Tensor, accepts: Callable[[int], bool], temperature: float = 1.0,
-         generator: torch.Generator | None = None) -> tuple[int, float, int]:
-    """One constrained draw. logits: [V] float; accepts(token) -> bool.
+class ConstrainedDraw(NamedTuple):
+    """One constrained draw: the token (-1 when no token is valid), the log of the weight (an
+    estimate of log Z for AWRS, the exact log Z for token masking; -inf when no token is valid) and
+    how many times the constraint was called."""
 
-    Returns (token, log_weight, constraint_calls); token is -1 and log_weight -inf when no token is
-    valid.
-    """
+    token: int
+    log_weight: float
+    calls: int
+
+
+def awrs(logits: torch.Tensor, accepts: Callable[[int], bool], temperature: float = 1.0,
+         generator: torch.Generator | None = None) -> ConstrainedDraw:
+    """One constrained draw by AWRS. logits: [V] float; accepts(token) -> bool."""
     if not temperature > 0:  # NaN too
         raise ValueError(f"AWRS needs a temperature > 0, got {temperature}")
     logp = log_probs(logits, temperature)
@@ -54,13 +66,28 @@ def awrs(logits: torch.Tensor, accepts: Callable[[int], bool], temperature: floa
             break
         rejected += p[v]
     if token < 0:
-        return -1, float("-inf"), calls
+        return ConstrainedDraw(-1, float("-inf"), calls)
     tail = max(0.0, 1.0 - rejected - p[token])
     weight = p[token]
     if rest and p[rest[0]] > 0:
         calls += 1
         weight += tail if accepts(rest[0]) else 0.0
-    return token, math.log(weight), calls
+    return ConstrainedDraw(token, math.log(weight), calls)
+
+
+def token_masking(logits: torch.Tensor, accepts: Callable[[int], bool], temperature: float = 1.0,
+                  generator: torch.Generator | None = None) -> ConstrainedDraw:
+    """The same draw by token masking: accepts(token) for all V tokens, then one float64 draw from p
+    restricted to the valid ones; the weight is the exact Z. logits: [V] float."""
+    if not temperature > 0:  # NaN too
+        raise ValueError(f"token masking needs a temperature > 0, got {temperature}")
+    valid = torch.tensor([bool(accepts(v)) for v in range(logits.shape[-1])], device=logits.device)
+    logp = log_probs(logits, temperature)
+    log_z = torch.logsumexp(logp.masked_fill(~valid, float("-inf")), -1)
+    if not log_z > float("-inf"):
+        return ConstrainedDraw(-1, float("-inf"), len(valid))
+    token = categorical(logp.masked_fill(~valid, float("-inf")), 1.0, generator)
+    return ConstrainedDraw(int(token), float(log_z), len(valid))
 
 
 @dataclass
@@ -80,6 +107,7 @@ class ConstrainedSampler:
     schedule: Schedule = field(default_factory=lambda: Schedule("cosine"))
     temperature: float = 1.0
     order: str = "random"  # or "confidence": places with the highest max probability first
+    draw: str = "awrs"  # or "masking": test every token (the baseline; same draws in law, V calls each)
 
     def __post_init__(self):
         checks.function(self, "constraint")
@@ -87,6 +115,7 @@ class ConstrainedSampler:
         checks.function(self, "schedule")
         checks.real(self, "temperature", 0.0, lo_open=True)  # AWRS draws need a temperature > 0
         checks.one_of(self, "order", ("random", "confidence"))
+        checks.one_of(self, "draw", ("awrs", "masking"))
 
     def start(self, hidden: torch.Tensor) -> ConstrainedState:
         return ConstrainedState(0, hidden.sum(1).tolist(), [0.0] * hidden.shape[0], 0)
@@ -113,13 +142,14 @@ class ConstrainedSampler:
         out = tokens.clone()
         weights = list(state.log_weight)
         calls = state.constraint_calls
+        draw = awrs if self.draw == "awrs" else token_masking
         for b in range(tokens.shape[0]):
             n = int(left[b] - keep[b])
             if n <= 0:
                 continue
             for pos in score[b].topk(n).indices.tolist():
                 row = out[b]
-                token, logw, used = awrs(logits[b, pos], lambda v, row=row, pos=pos: self.constraint(row, pos, v),
+                token, logw, used = draw(logits[b, pos], lambda v, row=row, pos=pos: self.constraint(row, pos, v),
                                          self.temperature, generator)
                 calls += used
                 weights[b] += logw
