@@ -6,9 +6,8 @@ The glyphs (`unmask.data.image_sets.load("glyphs", split, 32)`, 111 characters x
 splits) are written once as a uint8 array [N, 32, 32] with integer labels and go through recipe
 `mae-digits`' own user-data path (`data.source=FILE.npy data.labels=LABELS.npy`): the held-out split
 is that path's rule (SHA-1 of `glyphs32.npy#i`, 20%), not the glyph set's own split. The recipe
-reads user images at 8x8 with 17 grey levels and builds an 8x8 encoder, so `Glyphs32` below changes
-only those three numbers (32x32, 256 levels, image_size 32x32); every objective, the trainer and the
-probes are the recipe's.
+reads them at `data.size=32` with `data.levels=256` (its encoder is then built for 32x32); every
+objective, the trainer and the probes are the recipe's.
 
     .venv/bin/python benchmarks/mae_variants_32.py --plateau        # MAE seed 0 at several step counts
     .venv/bin/python benchmarks/mae_variants_32.py --steps 200      # all variants x seeds 0 1 2
@@ -20,7 +19,6 @@ result.json exists, so an interrupted comparison resumes.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -43,19 +41,6 @@ NAMES = ("mae", "hpm", "mto", "replace", "umd", "mfm", "selective", "dmjd")
 EFFICIENCY = ("selective", "dmjd", "mto")  # the papers that claim accuracy per unit of compute
 
 
-class Glyphs32(MAEDigits):
-    """`mae-digits` at 32x32: the recipe hard-codes the digits' 8x8 grid and 17 levels in `split`
-    and `model_config`; nothing else changes."""
-
-    def model_config(self):
-        return dataclasses.replace(super().model_config(), image_size=(SIZE, SIZE))
-
-    def split(self, split: str, run: Run | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images Float[M, 1, 32, 32] in [0, 1], labels Long[M]) of the user's array."""
-        levels, labels = self.settings.data.read(run, size=(SIZE, SIZE), levels=LEVELS).part(split)
-        return levels.float().div(LEVELS - 1).view(-1, 1, SIZE, SIZE), labels
-
-
 def write_glyphs(folder: Path) -> tuple[Path, Path]:
     """Both splits of the 32x32 glyphs as Uint8[N, 32, 32] and Long[N] .npy files (written once)."""
     images, labels = folder / "glyphs32.npy", folder / "glyphs32_labels.npy"
@@ -67,19 +52,25 @@ def write_glyphs(folder: Path) -> tuple[Path, Path]:
     return images, labels
 
 
-def recipe_for(name: str, seed: int, steps: int, args, data: tuple[Path, Path]) -> Glyphs32:
-    return Glyphs32().with_overrides([
+def recipe_for(name: str, seed: int, steps: int, args, data: tuple[Path, Path],
+               baselines: bool | None = None) -> MAEDigits:
+    """The recipe of one run; the baselines (random init, raw pixels) are probed in MAE's runs unless
+    `baselines` says otherwise."""
+    baselines = name == "mae" if baselines is None else baselines
+    return MAEDigits().with_overrides([
         f"train.steps={steps}", f"train.lr={args.lr}", f"train.warmup={args.warmup}", f"train.batch_size={args.batch}",
         f"train.seed={seed}", "train.checkpoint_every=0", f"model.dim={args.dim}", f"model.depth={args.depth}",
-        "model.heads=4", "model.patch=4", "eval.probe_draws=5", f"eval.baselines={name == 'mae'}",
-        f"data.source={data[0]}", f"data.labels={data[1]}", *VARIANTS[name][1]])
+        "model.heads=4", "model.patch=4", "eval.probe_draws=5", f"eval.baselines={baselines}",
+        f"data.source={data[0]}", f"data.labels={data[1]}", f"data.size={SIZE}", f"data.levels={LEVELS}",
+        *VARIANTS[name][1]])
 
 
-def run_one(name: str, seed: int, steps: int, args, data) -> dict:
+def run_one(name: str, seed: int, steps: int, args, data, baselines: bool | None = None) -> dict:
+    """Train and probe one run (`baselines`: as in `recipe_for`), or read it back."""
     run = Run(args.runs / f"{name}-{steps}-s{seed}", progress=False)
     if run.has("result.json"):
         return run.read_json("result.json")
-    recipe = recipe_for(name, seed, steps, args, data)
+    recipe = recipe_for(name, seed, steps, args, data, baselines)
     train = recipe.training_data(run)
     objective = recipe.objective()
     c0 = time.process_time()

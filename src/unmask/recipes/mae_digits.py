@@ -49,8 +49,11 @@ alone, `hybrid_drop=false` keeps every token in every block.
     unmask train mae-digits model.cls_token=true model.init=out/mae --out runs/mae-more
 
 With `data.source` the images are the user's (`data/user_images.py`, as in the `digits` recipe); the
-probes use the classes of their subfolders. Without labels there is nothing to probe: the run
-reports the objective on the held-out images instead (`probed.py`).
+probes use the classes of their subfolders. `data.size` is the image side the recipe reads (default 8):
+every image, the embedded digits too, is resized to size x size with a box filter and quantised to
+`data.levels` grey levels (default the digits' 17), and the encoder is built for that grid, so
+`data.size=32 model.patch=4` gives 64 tokens (`benchmarks/mae_variants_32.py`). Without labels there
+is nothing to probe: the run reports the objective on the held-out images instead (`probed.py`).
 """
 
 from __future__ import annotations
@@ -59,10 +62,12 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..config import option, section
 from ..data import digits
+from ..data.user_images import quantise, resize
 from ..errors import UnmaskError
 from ..masking import BlockMask, ColorMask, RandomMask
 from ..masking.color import COLOURS
@@ -117,10 +122,18 @@ class Objective:
 
 
 @dataclass(frozen=True)
+class Data(ImageData):
+    size: int = option(8, lo=1, help="image side in pixels: every image (the digits too) is resized to size x size; "
+                                     "a multiple of model.patch")
+    levels: int = option(digits.LEVELS, lo=2, hi=65536, help="grey levels the images are quantised to "
+                                                             "(the digits have 17)")
+
+
+@dataclass(frozen=True)
 class Settings(ProbedSettings):
     train: TrainConfig = section(TrainConfig(steps=1000, batch_size=128, lr=1e-3, warmup=100))
     model: Model = section(Model())
-    data: ImageData = section(ImageData())
+    data: Data = section(Data())
     objective: Objective = section(Objective())
 
 
@@ -129,9 +142,19 @@ def images(split: str) -> torch.Tensor:
     return as_input(digits.load(split).images)
 
 
-def as_input(levels: torch.Tensor) -> torch.Tensor:
-    """Long[M, 64] grey levels 0..16 -> Float[M, 1, 8, 8] in [0, 1]."""
-    return levels.float().div(digits.LEVELS - 1).view(-1, 1, 8, 8)
+def as_input(levels: torch.Tensor, size: int = 8, n_levels: int = digits.LEVELS) -> torch.Tensor:
+    """Long[M, size * size] grey levels 0..n_levels-1 -> Float[M, 1, size, size] in [0, 1]."""
+    return levels.float().div(n_levels - 1).view(-1, 1, size, size)
+
+
+def regrid(levels: torch.Tensor, size: int, n_levels: int) -> torch.Tensor:
+    """The embedded digits' Long[M, 64] levels 0..16 -> Long[M, size * size] levels 0..n_levels-1, by
+    the steps a user's image takes (box-filter resize, then quantise); the digits' own grid is returned
+    as it is."""
+    if (size, n_levels) == (8, digits.LEVELS):
+        return levels
+    grey = levels.double().div(digits.LEVELS - 1).view(-1, 8, 8).numpy()
+    return torch.from_numpy(np.stack([quantise(resize(g, (size, size)), n_levels).reshape(-1) for g in grey]))
 
 
 class MAEDigits(ProbedRecipe):
@@ -145,7 +168,9 @@ class MAEDigits(ProbedRecipe):
     raw_inputs = "raw pixels"
 
     def check(self) -> None:
-        o = self.settings.objective
+        o, size, patch = self.settings.objective, self.settings.data.size, self.settings.model.patch
+        if size % patch:
+            raise UnmaskError(f"data.size={size} must be a multiple of model.patch={patch} (at least {patch})")
         if o.variant in OWN_MASKS and o.masker != "random":
             raise UnmaskError(f"objective.variant={o.variant!r} chooses its own masks; leave objective.masker=random")
         if self.settings.model.init and (o.variant in NO_INIT or not self.settings.model.cls_token):
@@ -158,9 +183,9 @@ class MAEDigits(ProbedRecipe):
             raise UnmaskError("objective.hybrid_relation and objective.hybrid_feature are both false: keep one")
 
     def model_config(self) -> MAEConfig:
-        m = self.settings.model
+        m, size = self.settings.model, self.settings.data.size
         hide = "replace" if self.settings.objective.variant in ("mto", "replace") else "drop"
-        return dataclasses.replace(m.mae_config(image_size=(8, 8), channels=1, patch=m.patch, hide=hide),
+        return dataclasses.replace(m.mae_config(image_size=(size, size), channels=1, patch=m.patch, hide=hide),
                                    cls_token=m.cls_token)
 
     def masker(self):
@@ -211,11 +236,14 @@ class MAEDigits(ProbedRecipe):
         return super().build_role(role)
 
     def split(self, split: str, run: Run | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images Float[M, 1, 8, 8], labels Long[M]) of a split: the embedded digits or the user's."""
-        if not self.settings.data.source:
-            return images(split), digits.load(split).labels
-        levels, labels = self.settings.data.read(run).part(split)
-        return as_input(levels), labels
+        """(images Float[M, 1, S, S] in [0, 1], labels Long[M]) of a split, S = `data.size`: the embedded
+        digits or the user's images."""
+        d = self.settings.data
+        if not d.source:
+            return as_input(regrid(digits.load(split).images, d.size, d.levels), d.size, d.levels), \
+                digits.load(split).labels
+        levels, labels = d.read(run, size=(d.size, d.size), levels=d.levels).part(split)
+        return as_input(levels, d.size, d.levels), labels
 
     def labelled(self) -> bool:
         return not self.settings.data.source or self.settings.data.read().labelled
@@ -274,8 +302,10 @@ class MAEDigits(ProbedRecipe):
 
     def details(self) -> str:
         m, o, d = self.settings.model, self.settings.objective, self.settings.data
-        held_out = (f"Images: `{d.source}` at 8x8, 17 grey levels; held-out split by hash of the path "
-                    f"({int(d.read().held_out.sum())} images)." if d.source else "Held-out split (360 digits).")
+        grid = f"{d.size}x{d.size}, {d.levels} grey levels"
+        held_out = (f"Images: `{d.source}` at {grid}; held-out split by hash of the path "
+                    f"({int(d.read(size=(d.size, d.size), levels=d.levels).held_out.sum())} images)." if d.source
+                    else f"Digits at {grid}; held-out split (360 digits).")
         return (f"Patch {m.patch}, ratio {o.ratio}, norm-pix {o.norm_pix}, masker {o.masker}, variant {o.variant}. "
                 f"{held_out}")
 
@@ -300,9 +330,10 @@ class MAEDigits(ProbedRecipe):
                                  + hidden.mean(-1, keepdim=True))
         index = pred.encoded.index
         visible = patches.gather(1, index.ids_keep.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
-        filled = unpatchify(restore(visible, pred.pred, index), patch, 1, 8, 8)
-        shown = unpatchify(restore(visible, torch.zeros_like(pred.pred), index), patch, 1, 8, 8)
-        rows = torch.cat([shown, filled.clamp(0, 1), x]).view(-1, 64) * 16
+        size = self.settings.data.size
+        filled = unpatchify(restore(visible, pred.pred, index), patch, 1, size, size)
+        shown = unpatchify(restore(visible, torch.zeros_like(pred.pred), index), patch, 1, size, size)
+        rows = torch.cat([shown, filled.clamp(0, 1), x]).view(-1, size * size) * 16
         out = self.sample_path(out)
         digit_grid(rows.numpy(), 3, len(x), out, "visible patches / reconstruction / truth",
                    ["visible", "filled", "truth"])
