@@ -6,9 +6,11 @@ Metrics (all on the held-out split or on fresh samples, fixed seeds):
 - `conditional_accuracy`: an independent classifier (logistic regression fitted here on the real
   training digits) gives class-conditional samples the class they were conditioned on;
 - `novelty`: share of samples that are not an exact copy of a training image;
-- `inpaint_mse`: label and top half given, bottom half filled with the model's posterior mean (the
-  expected grey level under its per-pixel distributions, one call: the fill that minimises squared
-  error), against the truth, in grey levels squared, over all 360 held-out digits; beside it
+- `inpaint_mse`: label and top half given, bottom half filled by `posterior_fill` (the expected grey
+  level under the model's per-pixel distributions, the fill that minimises squared error, averaged
+  over `fill_views` mask patterns that all hide the bottom half), against the truth, in grey levels
+  squared, over all 360 held-out digits; beside it `inpaint_mse_one_view`, the same fill from the
+  one pattern that hides only the bottom half (one call, the rule before `fill_views`), and
   `inpaint_mse_class_mean`, the error of filling the bottom half with the mean training image of
   the class (the baseline, which knows the class as the model does). Generated completions are
   measured too, on the first `n_inpaint` held-out digits: `inpaint_mse_mean_of_k`, the mean of k
@@ -29,14 +31,19 @@ Metrics (all on the held-out split or on fresh samples, fixed seeds):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..data import digits
+from ..layout import Layout
+from ..masking.random import random_mask
 from ..objectives.masked_diffusion import MaskedDiffusion
 from ..sampling import generate
 from .quality import digit_quality
+
+TOP_HALF = Layout.seq(32)  # the top four rows of pixels, flattened row-major
 
 
 def digit_classifier(train: digits.DigitsSplit):
@@ -73,6 +80,47 @@ def inpaint_canvas(split: digits.DigitsSplit, label: bool = True) -> torch.Tenso
     return canvas
 
 
+def expected_level(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """The expected grey level under softmax(logits / temperature), in float64. logits: [..., LEVELS]
+    float -> Double[...]. Temperature 1 is the model's posterior mean; towards 0 it tends to the most
+    probable level; above 1 it leans towards the middle grey."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    probs = torch.softmax(logits.double() / temperature, -1)
+    return probs @ torch.arange(logits.shape[-1], dtype=torch.float64)
+
+
+def fill_views(split: digits.DigitsSplit, views: int, top_hidden: float, generator=None) -> torch.Tensor:
+    """`views` inpainting canvases per digit, view-major: Long[views * M, 65]. Every one hides the
+    bottom half (label and top half given, as `inpaint_canvas`); view 0 hides nothing else, each
+    further view also hides exactly round(top_hidden * 32) top-half pixels, chosen at random."""
+    if views < 1:
+        raise ValueError(f"views must be >= 1, got {views}")
+    if not 0 <= top_hidden <= 1:
+        raise ValueError(f"top_hidden must be in [0, 1], got {top_hidden}")
+    base = inpaint_canvas(split)
+    canvases = [base]
+    for _ in range(views - 1):
+        canvas = base.clone()
+        hide = random_mask(TOP_HALF, len(base), ratio=top_hidden, generator=generator)  # Bool[M, 32]
+        canvas[:, 1 : 1 + 32] = canvas[:, 1 : 1 + 32].masked_fill(hide, digits.MASK_ID)
+        canvases.append(canvas)
+    return torch.cat(canvases)
+
+
+@torch.no_grad()
+def posterior_fill(model, split: digits.DigitsSplit, *, temperature: float = 1.0, views: int = 1,
+                   top_hidden: float = 0.5, generator=None, batch: int = 1024) -> torch.Tensor:
+    """The fill of the bottom half, label and top half given: per hidden pixel, the expected grey level
+    (`expected_level` at `temperature`) averaged over the `views` mask patterns of `fill_views`.
+    Each view is one call of the model; averaging them is test-time ensembling over what the model
+    was trained on (masks that hide more than the asked-for half). -> Double[M, 32]."""
+    canvases = fill_views(split, views, top_hidden, generator)
+    levels = torch.cat([expected_level(model(c)[:, 1 + 32 :, : digits.LEVELS], temperature)
+                        for c in canvases.split(batch)])  # Double[views * M, 32]
+    return levels.view(views, len(split.labels), 32).mean(0)
+
+
 @torch.no_grad()
 def sample_batched(model, canvas, sampler, generator, batch: int = 250, progress: str = ""):
     """Fill `canvas` (Long[M, 65]) `batch` rows at a time; a progress bar titled `progress` if given.
@@ -85,6 +133,26 @@ def sample_batched(model, canvas, sampler, generator, batch: int = 250, progress
         outs.append(out.tokens)
         nfe += out.nfe
     return torch.cat(outs), nfe
+
+
+@dataclass(frozen=True)
+class FillRule:
+    """How `inpaint_mse` fills the bottom half (see `posterior_fill`); the defaults are the one-call
+    posterior mean (the digits recipe sets its own in `eval.fill_*`)."""
+    temperature: float = 1.0
+    views: int = 1
+    top_hidden: float = 0.5
+
+    def score(self, model, split: digits.DigitsSplit, seed: int = 0) -> dict:
+        """`inpaint_mse` by this rule and `inpaint_mse_one_view` (one call, temperature 1) on `split`; the
+        views' random patterns come from a generator of their own, so they do not shift other draws."""
+        g = torch.Generator().manual_seed(seed)
+        truth = split.images[:, 32:].double()
+        ruled = posterior_fill(model, split, temperature=self.temperature, views=self.views,
+                               top_hidden=self.top_hidden, generator=g)
+        one = posterior_fill(model, split)
+        return {"inpaint_mse": ((ruled - truth) ** 2).mean().item(),
+                "inpaint_mse_one_view": ((one - truth) ** 2).mean().item()}
 
 
 @torch.no_grad()
@@ -105,10 +173,11 @@ def heldout_nelbo_bits(model, split: digits.DigitsSplit, *, draws: int = 4, seed
 
 
 def evaluate(model, sampler, *, n_samples: int = 500, n_inpaint: int = 100, k: int = 16, seed: int = 0,
-             elbo_draws: int = 4, progress: bool = False):
-    """All metrics of the module docstring. The posterior-mean fill and the class-mean fill are scored on
-    every held-out digit; the `k` sampled completions on the first `n_inpaint`. Returns (metrics,
-    samples, inpainted, truth) with the first `n_inpaint` held-out digits as truth."""
+             elbo_draws: int = 4, fill: FillRule = FillRule(), progress: bool = False):
+    """All metrics of the module docstring. The posterior-mean fills (by `fill`, and from one view) and
+    the class-mean fill are scored on every held-out digit; the `k` sampled completions on the first
+    `n_inpaint`. Returns (metrics, samples, inpainted, truth) with the first `n_inpaint` held-out digits
+    as truth."""
     model.eval()
     train, test = digits.load("train"), digits.load("test")
     g = torch.Generator().manual_seed(seed)
@@ -131,9 +200,7 @@ def evaluate(model, sampler, *, n_samples: int = 500, n_inpaint: int = 100, k: i
     def mse(fill, truth):
         return ((fill - truth.images[:, 32:].double()) ** 2).mean().item()
 
-    with torch.no_grad():
-        probs = torch.softmax(model(inpaint_canvas(test))[:, 1 + 32 :, : digits.LEVELS].double(), -1)
-    metrics["inpaint_mse"] = mse((probs * torch.arange(digits.LEVELS).double()).sum(-1), test)
+    metrics |= fill.score(model, test, seed)
     class_mean = torch.stack([train.images[train.labels == c].double().mean(0) for c in range(10)])
     metrics["inpaint_mse_class_mean"] = mse(class_mean[test.labels][:, 32:], test)
 

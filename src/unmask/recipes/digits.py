@@ -27,6 +27,7 @@ from ..config import option, section
 from ..data import digits
 from ..data.user_images import UserImages, read_images
 from ..errors import UnmaskError
+from ..eval.digits import FillRule
 from ..eval.digits import evaluate as evaluate_digits
 from ..eval.figures import digit_grid
 from ..masking import BlockMask, EdgeMask, MixtureMask, RandomMask
@@ -79,6 +80,15 @@ class Eval:
     n_inpaint: int = option(100, lo=1, hi=360, help="held-out digits whose bottom half is also sampled")
     inpaint_draws: int = option(4, lo=1, help="sampled completions per inpainted digit")
     elbo_draws: int = option(4, lo=1, help="mask draws per held-out digit for the negative ELBO")
+    fill_views: int = option(8, lo=1, help="mask patterns averaged by the inpainting fill: the bottom half "
+                             "alone, then with fill_top_hidden of the top half hidden too")
+    fill_top_hidden: float = option(0.5, lo=0.0, hi=1.0, help="share of the top half's pixels each further "
+                                    "view of the fill also hides")
+    fill_temperature: float = option(1.0, lo=0.0, lo_open=True, help="softmax temperature of the fill's "
+                                     "expected grey level (1: the posterior mean)")
+
+    def fill(self) -> FillRule:
+        return FillRule(self.fill_temperature, self.fill_views, self.fill_top_hidden)
 
 
 @dataclass(frozen=True)
@@ -143,7 +153,8 @@ class Digits(Recipe):
         e = s.eval
         metrics, images, filled, truth = evaluate_digits(
             objective.model, s.sampler.build(), n_samples=e.n_samples, n_inpaint=e.n_inpaint, k=e.inpaint_draws,
-            seed=s.train.seed, elbo_draws=e.elbo_draws, progress=run.progress)
+            seed=s.train.seed, elbo_draws=e.elbo_draws, fill=e.fill(),
+            progress=run.progress)
         self.figures(run, images, [str(c) for c in range(digits.CLASSES)], filled, truth)
         return metrics
 
@@ -175,8 +186,7 @@ class Digits(Recipe):
         def mse(fill, truth):
             return ((fill - truth.images[:, 32:].double()) ** 2).mean().item()
 
-        probs = torch.softmax(model(judge.inpaint_canvas(test))[:, 1 + 32:, : digits.LEVELS].double(), -1)
-        metrics["inpaint_mse"] = mse((probs * torch.arange(digits.LEVELS).double()).sum(-1), test)
+        metrics |= e.fill().score(model, test, s.train.seed)
         mean = train.images.double().mean(0).expand(len(data.classes) or 1, -1).clone()
         for c in train.labels.unique().tolist():  # a class with no training image keeps the overall mean
             mean[c] = train.images[train.labels == c].double().mean(0)
@@ -226,7 +236,9 @@ class Digits(Recipe):
             Metric("recall", "recall of the samples (k-NN manifold)"),
             Metric("heldout_nelbo_bits", "held-out negative ELBO, bits per pixel token", better="lower"),
             Metric("inpaint_mse", f"inpainting MSE, posterior-mean fill (label and top half given; {held_out} "
-                   "held-out)", "inpaint_mse_class_mean", "lower"),
+                   f"held-out; {s.eval.fill_views} mask pattern{'s' if s.eval.fill_views > 1 else ''})",
+                   "inpaint_mse_class_mean", "lower"),
+            Metric("inpaint_mse_one_view", "inpainting MSE, posterior-mean fill from the bottom half's mask alone"),
             Metric("inpaint_mse_mean_of_k", f"inpainting MSE, mean of {s.eval.inpaint_draws} sampled completions "
                    f"(first {min(s.eval.n_inpaint, held_out)} held-out)"),
             Metric("inpaint_mse_single", "inpainting MSE, one sampled completion (2x posterior variance)"),
