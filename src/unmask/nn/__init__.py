@@ -5,6 +5,7 @@ from .bert import BertConfig, BertMaskedModel
 from .causal import CausalTokenModel
 from .embedding import Embedding, sincos_nd
 from .emd import EMDConfig, EMDMaskedTokenModel
+from .enat import ENATConfig, ENATModel
 from .heads import LogitsHead
 from .image_tokenizer import ImageTokenizer, ImageTokenizerConfig, TokenizerOutput
 from .joint_layer import JointDenoiser, JointLayer
@@ -22,4 +23,4 @@ __all__ = ["Embedding", "LogitsHead", "MaskedTokenModel", "ModelConfig", "Transf
            "MAEConfig", "MAEDecoder", "MaskedAutoencoder", "MaskedEncoder", "PatchEmbed", "patchify", "unpatchify",
            "VisibleIndex", "split_visible", "JointLayer", "JointDenoiser", "TokenShuffle", "scale_causal_mask",
            "ImageTokenizer", "ImageTokenizerConfig", "TokenizerOutput", "FSQ", "Quantized", "VectorQuantizer",
-           "ResidualVQ", "AcousticTokenizer", "AcousticTokenizerConfig"]
+           "ResidualVQ", "AcousticTokenizer", "AcousticTokenizerConfig", "ENATConfig", "ENATModel"]

@@ -7,6 +7,7 @@ from .cha_mae import ChannelMaskedAutoencoding
 from .classification import Classification, PooledClassifier
 from .dmjd import DisjointMaskingJointDistillation
 from .electra import Electra
+from .enat import ENATTokenModeling
 from .hpm import HardPatchMining
 from .hybrid_distill import HybridDistillation
 from .i2p_mae import I2PMAE
@@ -36,4 +37,4 @@ __all__ = ["ObjectiveOutput", "MaskedTokenModeling",
            "TokenizerTraining", "MagnetTokenModeling", "AcousticTokenizerTraining",
            "Classification", "PooledClassifier",
            "SparK", "ChannelMaskedAutoencoding", "MaskedFeatureUDA", "TokenUnify", "HybridDistillation", "I2PMAE",
-           "OctreeAR", "MaskedAutoregression", "DiscreteMAR"]
+           "OctreeAR", "MaskedAutoregression", "DiscreteMAR", "ENATTokenModeling"]

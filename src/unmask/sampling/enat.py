@@ -2,13 +2,15 @@
 image synthesis", P20): tokens that were visible at the previous step are not encoded again; their
 features from earlier steps are reused and only newly revealed tokens (and the hidden ones) are read.
 
-ENAT trains a network for this (visible tokens encoded apart from mask tokens, a projection of the
-previous step's features). Here the same reuse runs on an ordinary masked model through the loop's
-K/V cache (`kv_cache.py`): every read after the first is a light read of the hidden places and the
-newly revealed ones, against the cached keys and values of tokens revealed earlier, which are kept
-from the step that revealed them. That is exact when a visible token's keys and values do not
-depend on the other tokens (a one-layer model) and an approximation otherwise, the price of a
-network not trained for it; `refresh_every` adds a full read every k steps.
+ENAT trains a network for this (`nn/enat.py`: visible tokens encoded apart from mask tokens, a
+projection of the previous step's features; trained by `objectives/enat.py`). `ENATDenoiser` reads
+that network: every read after the first encodes only the newly revealed tokens, beside the features
+the earlier reads left, and decodes the hidden ones. The same reuse also runs on an ordinary masked
+model through the loop's K/V cache (`kv_cache.py`): every read after the first is a light read of
+the hidden places and the newly revealed ones, against the cached keys and values of tokens revealed
+earlier, which are kept from the step that revealed them. That is exact when a visible token's keys
+and values do not depend on the other tokens (a one-layer model) and an approximation otherwise, the
+price of a network not trained for it. With either, `refresh_every` adds a full read every k steps.
 
 ENAT's step rule: after step s of T (r = (s + 1) / T), floor(N0 cos(pi r / 2)) tokens stay hidden (no
 one-token minimum, so a step may commit nothing); tokens are drawn at temperature
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..nn.enat import Previous
 from . import checks
 from .categorical import categorical_logp, gumbel
 from .select import commit_top
@@ -78,3 +81,42 @@ class ENATSampler:
         proposals[hidden] = drawn
         commit = commit_top(scores, commit_count, generator)
         return torch.where(commit, proposals, tokens), ENATState(state.step + 1, state.n0)
+
+
+@dataclass
+class ENATCache:
+    """Per-run features of an ENAT network's last read: the tokens it read (Long[B, N]; the loop
+    compares them with the next tokens) and its features (Float[B, N, D]). Lives in the loop."""
+
+    tokens: torch.Tensor
+    features: torch.Tensor
+
+
+class ENATDenoiser:
+    """An ENAT network (`nn.enat.ENATModel`) as a denoiser with full and light reads, for `generate`.
+
+    `denoiser(tokens)` and `full(tokens)` encode every visible token; `light(tokens, queries, cache)`
+    returns logits [M, V] at the M True places of `queries` (the hidden places and those revealed since
+    the cache) and encodes only the visible places whose token differs from the cache's, reusing the
+    cached features of the others. `encoded` lists, per read, the tokens of each row the encoder
+    read (Long[B])."""
+
+    def __init__(self, model):
+        if not hasattr(model, "read"):
+            raise ValueError(f"ENATDenoiser reads an nn.enat.ENATModel, got {type(model).__name__}")
+        self.model = model
+        self.encoded: list[torch.Tensor] = []
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.full(tokens)[0]
+
+    def full(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ENATCache]:
+        out = self.model.read(tokens)
+        self.encoded.append(out.encoded.sum(1))
+        return out.logits, ENATCache(tokens.clone(), out.features)
+
+    def light(self, tokens: torch.Tensor, queries: torch.Tensor, cache: ENATCache,
+              width: int | None = None) -> tuple[torch.Tensor, ENATCache]:
+        out = self.model.read(tokens, where=queries, prev=Previous(cache.tokens, cache.features))
+        self.encoded.append(out.encoded.sum(1))
+        return out.logits, ENATCache(tokens.clone(), out.features)
