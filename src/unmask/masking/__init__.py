@@ -5,6 +5,7 @@ from .base import Masker, hide_top
 from .block import BlockMask
 from .channel_patch import ChannelPatchMask
 from .cm3 import CausalMasking, cm3_spans, cm3_transform
+from .cm3_body import BodyCausalMasking
 from .coarse_to_fine import CoarseToFineCorruption, CoarseToFineMask
 from .color import ColorMask
 from .corruption import BertCorruption
@@ -32,7 +33,7 @@ from .words import WholeWordMask
 
 __all__ = ["Masker", "hide_top", "RandomMask", "BernoulliMask", "BlockMask", "SpanMask", "TubeMask", "random_mask",
            "BertCorruption", "WholeWordMask", "NGramMask", "EntityMask", "MeapMask", "CausalMasking",
-           "cm3_spans", "cm3_transform",
+           "cm3_spans", "cm3_transform", "BodyCausalMasking",
            "ColorMask", "DisjointViewMask", "FrequencyMask", "HardPatchMask", "SelectiveMask",
            "RunningCellMask", "TwinMask", "TrackMask", "MixtureMask", "EdgeMask", "CoarseToFineMask",
            "CoarseToFineCorruption", "MagnetMask", "StreamWiseMask",
