@@ -43,6 +43,7 @@ from torch import nn
 from ..layout import Layout
 from .embedding import Embedding
 from .heads import LogitsHead
+from .masked_model import disallowed_ids
 from .transformer import Attention, init_weights
 from .visible import gather_tokens, padded_rows
 
@@ -146,12 +147,8 @@ class ENATModel(nn.Module):
         self.prev_projection = PrevProjection(d, config.mlp_ratio)
         self.norm = nn.LayerNorm(d)
         self.head = LogitsHead(d, config.vocab_size)
-        allowed = torch.ones(config.layout.n, config.vocab_size, dtype=torch.bool)
-        for name, (lo, hi) in config.segment_vocab.items():
-            where = config.layout.slice(name)
-            allowed[where] = False
-            allowed[where, lo:hi] = True
-        self.register_buffer("disallowed", ~allowed, persistent=False)
+        self.register_buffer("disallowed", disallowed_ids(config.layout, config.vocab_size, config.segment_vocab),
+                             persistent=False)
         init_weights(self)
 
     def forward(self, tokens: torch.Tensor, where: torch.Tensor | None = None,

@@ -20,6 +20,16 @@ from .transformer import Transformer, init_weights
 from .visible import same_count_rows
 
 
+def disallowed_ids(layout: Layout, vocab_size: int, segment_vocab: dict[str, tuple[int, int]]) -> torch.Tensor:
+    """Bool[N, V]: True where a place may not hold a data id, the ids outside its segment's [lo, hi)."""
+    allowed = torch.ones(layout.n, vocab_size, dtype=torch.bool)
+    for name, (lo, hi) in segment_vocab.items():
+        where = layout.slice(name)
+        allowed[where] = False
+        allowed[where, lo:hi] = True
+    return ~allowed
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     vocab_size: int
@@ -62,12 +72,8 @@ class MaskedTokenModel(nn.Module):
         self.embed = Embedding(config.vocab_size, config.dim, config.layout, config.positions)
         self.encoder = Transformer(config.dim, config.depth, config.heads, config.mlp_ratio)
         self.head = LogitsHead(config.dim, config.vocab_size)
-        allowed = torch.ones(config.layout.n, config.vocab_size, dtype=torch.bool)
-        for name, (lo, hi) in config.segment_vocab.items():
-            where = config.layout.slice(name)
-            allowed[where] = False
-            allowed[where, lo:hi] = True
-        self.register_buffer("disallowed", ~allowed, persistent=False)
+        self.register_buffer("disallowed", disallowed_ids(config.layout, config.vocab_size, config.segment_vocab),
+                             persistent=False)
         if config.attention not in ("full", "scale_causal"):
             raise ValueError(f"attention must be 'full' or 'scale_causal', got {config.attention!r}")
         if config.attention != "full" and config.shuffle != 1:
