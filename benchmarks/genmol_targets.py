@@ -21,7 +21,7 @@ from held-out molecules) at GenMol's fragment settings (temperature 1.2, randomn
     .venv/bin/python benchmarks/genmol_targets.py --steps 900 --warmup 50 --samples 1000 \
         --runs runs/genmol_targets_900                                # slow: the recipe's 900 steps
 
-The default budget (200 steps, 300 samples) is what fitted the issue's CPU budget on a shared 2-core
+The default budget (200 steps, 300 samples) is what fitted a 30 CPU-minute budget on a shared 2-core
 machine; the recipe trains for 900 steps.
 
 Runs are kept under --runs (METHOD-sSEED/result.json) and reused, so an interrupted run resumes.

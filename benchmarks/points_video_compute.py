@@ -1,7 +1,7 @@
 """Point-BERT (P60, Yu et al. 2022, arXiv:2111.14819), Point-CMAE (P58, Ren et al. 2024, arXiv:2407.05862)
 and CrossVideoMAE (P57, Ahamed et al. 2025, arXiv:2502.07811) against their MAE baselines (Point-MAE,
 P52, Pang et al. 2022, arXiv:2203.06604; VideoMAE, Tong et al. 2022, arXiv:2203.12602) at EQUAL
-TRAINING CPU, at a budget where the baseline's probe has stopped rising (issue #20).
+TRAINING CPU, at a budget where the baseline's probe has stopped rising.
 
 Two parts per task (`points`: recipe `pointmae-shapes`; `video`: recipe `videomae-digits`):
 - `curve`: the baseline's 10-shot linear probe against its training steps, seed 0 (`--curve`), to
