@@ -109,16 +109,23 @@ def fill_views(split: digits.DigitsSplit, views: int, top_hidden: float, generat
 
 
 @torch.no_grad()
-def posterior_fill(model, split: digits.DigitsSplit, *, temperature: float = 1.0, views: int = 1,
-                   top_hidden: float = 0.5, generator=None, batch: int = 1024) -> torch.Tensor:
-    """The fill of the bottom half, label and top half given: per hidden pixel, the expected grey level
-    (`expected_level` at `temperature`) averaged over the `views` mask patterns of `fill_views`.
-    Each view is one call of the model; averaging them is test-time ensembling over what the model
-    was trained on (masks that hide more than the asked-for half). -> Double[M, 32]."""
+def view_fills(model, split: digits.DigitsSplit, *, temperature: float = 1.0, views: int = 1,
+               top_hidden: float = 0.5, generator=None, batch: int = 1024) -> torch.Tensor:
+    """Per view of `fill_views`, the expected grey level (`expected_level` at `temperature`) of each
+    bottom-half pixel, one model call per view: Double[views, M, 32]; view 0 hides the bottom half only."""
     canvases = fill_views(split, views, top_hidden, generator)
     levels = torch.cat([expected_level(model(c)[:, 1 + 32 :, : digits.LEVELS], temperature)
                         for c in canvases.split(batch)])  # Double[views * M, 32]
-    return levels.view(views, len(split.labels), 32).mean(0)
+    return levels.view(views, len(split.labels), 32)
+
+
+def posterior_fill(model, split: digits.DigitsSplit, *, temperature: float = 1.0, views: int = 1,
+                   top_hidden: float = 0.5, generator=None, batch: int = 1024) -> torch.Tensor:
+    """The fill of the bottom half, label and top half given: `view_fills` averaged over the views,
+    test-time ensembling over what the model was trained on (masks that hide more than the asked-for
+    half). -> Double[M, 32]."""
+    return view_fills(model, split, temperature=temperature, views=views, top_hidden=top_hidden,
+                      generator=generator, batch=batch).mean(0)
 
 
 @torch.no_grad()
@@ -148,9 +155,11 @@ class FillRule:
         views' random patterns come from a generator of their own, so they do not shift other draws."""
         g = torch.Generator().manual_seed(seed)
         truth = split.images[:, 32:].double()
-        ruled = posterior_fill(model, split, temperature=self.temperature, views=self.views,
-                               top_hidden=self.top_hidden, generator=g)
-        one = posterior_fill(model, split)
+        levels = view_fills(model, split, temperature=self.temperature, views=self.views,
+                            top_hidden=self.top_hidden, generator=g)
+        ruled = levels.mean(0)
+        # view 0 is the one-call fill; at another temperature it is read again at temperature 1
+        one = levels[0] if self.temperature == 1 else posterior_fill(model, split)
         return {"inpaint_mse": ((ruled - truth) ** 2).mean().item(),
                 "inpaint_mse_one_view": ((one - truth) ** 2).mean().item()}
 
