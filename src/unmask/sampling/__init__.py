@@ -7,7 +7,7 @@ from .block_cache import BlockCached, BlockCachedState
 from .categorical import categorical, gumbel, inverse_cdf, nucleus, nucleus_draw, token_logp
 from .constrained import ConstrainedDraw, ConstrainedSampler, ConstrainedState, awrs, token_masking
 from .dream import DreamSampler, DreamState
-from .enat import ENATCache, ENATDenoiser, ENATSampler, ENATState
+from .enat import ENATDenoiser, ENATSampler, ENATState
 from .first_hitting import FirstHittingSampler, FirstHittingState
 from .generate import GenerationOutput, generate
 from .guidance import ClassifierFreeGuidance, GuidanceSchedule, guidance_scale
@@ -57,7 +57,6 @@ __all__ = [
     "ENATSampler",
     "ENATState",
     "ENATDenoiser",
-    "ENATCache",
     "JointSampler",
     "JointState",
     "ConstrainedSampler",

@@ -83,15 +83,6 @@ class ENATSampler:
         return torch.where(commit, proposals, tokens), ENATState(state.step + 1, state.n0)
 
 
-@dataclass
-class ENATCache:
-    """Per-run features of an ENAT network's last read: the tokens it read (Long[B, N]; the loop
-    compares them with the next tokens) and its features (Float[B, N, D]). Lives in the loop."""
-
-    tokens: torch.Tensor
-    features: torch.Tensor
-
-
 class ENATDenoiser:
     """An ENAT network (`nn.enat.ENATModel`) as a denoiser with full and light reads, for `generate`.
 
@@ -110,13 +101,13 @@ class ENATDenoiser:
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.full(tokens)[0]
 
-    def full(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ENATCache]:
+    def full(self, tokens: torch.Tensor) -> tuple[torch.Tensor, Previous]:
         out = self.model.read(tokens)
         self.encoded.append(out.encoded.sum(1))
-        return out.logits, ENATCache(tokens.clone(), out.features)
+        return out.logits, Previous(tokens.clone(), out.features)
 
-    def light(self, tokens: torch.Tensor, queries: torch.Tensor, cache: ENATCache,
-              width: int | None = None) -> tuple[torch.Tensor, ENATCache]:
-        out = self.model.read(tokens, where=queries, prev=Previous(cache.tokens, cache.features))
+    def light(self, tokens: torch.Tensor, queries: torch.Tensor, cache: Previous,
+              width: int | None = None) -> tuple[torch.Tensor, Previous]:
+        out = self.model.read(tokens, where=queries, prev=cache)
         self.encoded.append(out.encoded.sum(1))
-        return out.logits, ENATCache(tokens.clone(), out.features)
+        return out.logits, Previous(tokens.clone(), out.features)
