@@ -25,7 +25,6 @@ the distinct kept molecules.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
@@ -33,7 +32,7 @@ import torch
 
 from ..data.molecules import MoleculeCorpus, need_chem
 from .molecule_design import fill, fragment_canvas
-from .molecules import QED_MIN, SA_MAX, diversity, qed, sa_score
+from .molecules import generation_metrics
 from .safe_fix import decode_safe_fixed
 
 TASKS = ("linker", "motif", "scaffold")
@@ -147,9 +146,7 @@ def task_metrics(molecules: list[str | None], kept: list[bool]) -> dict[str, flo
     n = len(molecules)
     if n == 0 or len(kept) != n:
         raise ValueError(f"need one kept flag per sample and at least one sample, got {n} and {len(kept)}")
-    held = [m for m, k in zip(molecules, kept, strict=True) if k]
-    distinct = sorted(set(held))
-    good = sum(qed(m) >= QED_MIN and sa_score(m) <= SA_MAX for m in distinct)
-    return {"validity": sum(m is not None for m in molecules) / n, "kept": len(held) / n,
-            "uniqueness": len(distinct) / len(held) if held else math.nan, "quality": good / n,
-            "diversity": diversity(distinct)}
+    # the kept molecules are scored as de novo samples, the rest count as invalid
+    scored = generation_metrics([m if k else None for m, k in zip(molecules, kept, strict=True)], kept, set())
+    return {"validity": sum(m is not None for m in molecules) / n, "kept": scored["validity"],
+            **{k: scored[k] for k in ("uniqueness", "quality", "diversity")}}
