@@ -25,7 +25,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..config import option, section
 from ..data import speech
@@ -36,7 +35,7 @@ from ..train import TrainConfig
 from .base import Recipe, TransformerSettings
 from .report import Metric, Report, Table
 from .run import Run
-from .w2v_bert import SPEECH_TRAIN, Eval, mean_frame, pooled, probes
+from .w2v_bert import SPEECH_TRAIN, Eval, mean_frame, pooled, probe_tables, probes, write_nearest
 
 MELS = 40
 
@@ -156,17 +155,10 @@ class OpenBEATs(Recipe):
                  ("round1", "round 1 (random-projection labels)", "scratch"),
                  ("scratch", "the same network at random init", None),
                  ("mean_mel", "mean log-mel frame (no network)", None))
-        tables = []
-        for target, classes in (("word", len(speech.WORDS)), ("voice", len(speech.VOICES))):
-            rows = []
-            for suffix, how in (("", "all labels"), ("_few", f"{shots} labels per class")):
-                rows += [Metric(f"{target}_{key}{suffix}", f"{label}, {how}",
-                                None if base is None else f"{target}_{base}{suffix}", "higher" if base else "",
-                                f"{target}_{key}_few_std" if suffix else None)
-                         for key, label, base in names]
-            tables.append(Table(tuple(rows), f"Linear probes of the {target} ({classes} classes)",
-                                f"Accuracy on {metrics.get('test_utterances')} held-out utterances of mean-pooled "
-                                f"frozen features. Synthetic speech (eSpeak NG)."))
+        tables = [Table(rows, f"Linear probes of the {target} ({classes} classes)",
+                        f"Accuracy on {metrics.get('test_utterances')} held-out utterances of mean-pooled "
+                        "frozen features. Synthetic speech (eSpeak NG).")
+                  for target, classes, rows in probe_tables(names, shots)]
         usage_rows = tuple(Metric(f"{t}_{k}", f"{t}: {what}", None, "")
                            for t in ("tokenizer1", "tokenizer2")
                            for k, what in (("perplexity", "label perplexity"), ("used", "share of codes used")))
@@ -179,13 +171,5 @@ class OpenBEATs(Recipe):
     def sample(self, run: Run, objective: BEATs, n: int, out: Path, prompt: str | None = None) -> Path:
         """`key<TAB>word<TAB>nearest training utterance's word<TAB>its voice` for n held-out utterances,
         nearest by cosine of the pooled round-2 features (BEATs is an encoder: nothing is generated)."""
-        train, test = self.frames("train"), self.frames("test")
-        keys = speech.load("test").keys
-        with torch.no_grad():
-            tr = F.normalize(pooled(objective.eval().features, train.mel, train.lengths), dim=1)
-            te = F.normalize(pooled(objective.features, test.mel[:n], test.lengths[:n]), dim=1)
-        nearest = (te @ tr.T).argmax(1).tolist()
-        out = self.sample_path(out)
-        out.write_text("".join(f"{keys[i]}\t{speech.WORDS[test.words[i]]}\t{speech.WORDS[train.words[j]]}\t"
-                               f"{speech.VOICES[train.voices[j]]}\n" for i, j in enumerate(nearest)))
-        return out
+        return write_nearest(objective.eval().features, self.frames("train"), self.frames("test"), n,
+                             self.sample_path(out))

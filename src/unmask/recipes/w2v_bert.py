@@ -125,6 +125,34 @@ def probes(features: dict[str, torch.Tensor], train: speech.SpeechFrames, test: 
     return out
 
 
+def probe_tables(names, shots: int) -> list[tuple[str, int, tuple[Metric, ...]]]:
+    """The rows of `probes`' tables: for the word and the voice, (target, classes, rows), a row per
+    (key, label, baseline key or None) of `names` with all labels, then again with `shots` per class."""
+    tables = []
+    for target, classes in (("word", len(speech.WORDS)), ("voice", len(speech.VOICES))):
+        rows = []
+        for suffix, how in (("", "all labels"), ("_few", f"{shots} labels per class")):
+            rows += [Metric(f"{target}_{key}{suffix}", f"{label}, {how}",
+                            None if base is None else f"{target}_{base}{suffix}", "higher" if base else "",
+                            f"{target}_{key}_few_std" if suffix else None)
+                     for key, label, base in names]
+        tables.append((target, classes, tuple(rows)))
+    return tables
+
+
+@torch.no_grad()
+def write_nearest(features, train: speech.SpeechFrames, test: speech.SpeechFrames, n: int, out: Path) -> Path:
+    """`key<TAB>word<TAB>nearest training utterance's word<TAB>its voice` for the first n held-out
+    utterances, nearest by cosine of `pooled(features, ...)`."""
+    keys = speech.load("test").keys
+    tr = torch.nn.functional.normalize(pooled(features, train.mel, train.lengths), dim=1)
+    te = torch.nn.functional.normalize(pooled(features, test.mel[:n], test.lengths[:n]), dim=1)
+    nearest = (te @ tr.T).argmax(1).tolist()
+    out.write_text("".join(f"{keys[i]}\t{speech.WORDS[test.words[i]]}\t{speech.WORDS[train.words[j]]}\t"
+                           f"{speech.VOICES[train.voices[j]]}\n" for i, j in enumerate(nearest)))
+    return out
+
+
 class W2VBertRecipe(Recipe):
     name = "w2v-bert"
     papers = ("P71",)
@@ -190,15 +218,7 @@ class W2VBertRecipe(Recipe):
                  ("mlm", "MLM only (BEST-RQ targets)", "random_init"),
                  ("random_init", "the same network at random init", None),
                  ("mean_mel", "mean log-mel frame (no network)", None))
-        tables = []
-        for target, classes in (("word", len(speech.WORDS)), ("voice", len(speech.VOICES))):
-            rows = []
-            for suffix, how in (("", "all labels"), ("_few", f"{shots} labels per class")):
-                rows += [Metric(f"{target}_{key}{suffix}", f"{label}, {how}",
-                                None if base is None else f"{target}_{base}{suffix}", "higher" if base else "",
-                                f"{target}_{key}_few_std" if suffix else None)
-                         for key, label, base in names]
-            tables.append((target, classes, tuple(rows)))
+        tables = probe_tables(names, shots)
         o, m = self.settings.objective, self.settings.model
         text = (f"Linear-probe accuracy of mean-pooled frozen features on {metrics.get('test_utterances')} held-out "
                 f"utterances (word, voice pairs never heard in training), probes fit on all "
@@ -214,13 +234,5 @@ class W2VBertRecipe(Recipe):
     def sample(self, run: Run, objective: W2VBert, n: int, out: Path) -> Path:
         """`key<TAB>word<TAB>nearest training utterance's word<TAB>its voice` for n held-out utterances,
         nearest by cosine of the pooled w2v-BERT features."""
-        train, test = self.frames("train"), self.frames("test")
-        keys = speech.load("test").keys
-        with torch.no_grad():
-            tr = torch.nn.functional.normalize(pooled(objective.eval().features, train.mel, train.lengths), dim=1)
-            te = torch.nn.functional.normalize(pooled(objective.features, test.mel[:n], test.lengths[:n]), dim=1)
-        nearest = (te @ tr.T).argmax(1).tolist()
-        out = self.sample_path(out)
-        out.write_text("".join(f"{keys[i]}\t{speech.WORDS[test.words[i]]}\t{speech.WORDS[train.words[j]]}\t"
-                               f"{speech.VOICES[train.voices[j]]}\n" for i, j in enumerate(nearest)))
-        return out
+        return write_nearest(objective.eval().features, self.frames("train"), self.frames("test"), n,
+                             self.sample_path(out))
