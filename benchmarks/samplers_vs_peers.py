@@ -115,6 +115,30 @@ def first_hitting_vs_ancestral(batch: int) -> dict:
     return res
 
 
+PEAKED = 8  # a logit scale at which the nucleus is a few tokens, as a trained model's is; see nucleus_sizes
+
+
+class Scaled(torch.nn.Module):
+    """The model with its logits multiplied by `scale`: the untrained model's are near uniform, so
+    top-p keeps about half of V at every place, which no trained model does."""
+
+    def __init__(self, model, scale: float):
+        super().__init__()
+        self.model, self.scale = model, scale
+
+    def forward(self, *args, **kwargs):
+        return self.model(*args, **kwargs) * self.scale
+
+
+@torch.no_grad()
+def nucleus_sizes(model, batch: int, scale: float, temperature: float = 0.2, top_p: float = 0.95) -> float:
+    """Median size of Dream's nucleus (its default temperature and top-p) on the all-hidden canvas."""
+    from unmask.sampling import nucleus
+
+    logits = model(torch.full((batch, N), V)) * scale
+    return torch.isfinite(nucleus(logits.double() / temperature, top_p)).sum(-1).double().median().item()
+
+
 class TimedCached:
     """A CachedDenoiser whose full and light reads are timed."""
 
@@ -165,6 +189,7 @@ def every_sampler(batch: int, repeats: int) -> dict:
         "ancestral 12": AncestralSampler(STEPS),
         "LLaDA 64, blocks of 32": LLaDASampler(64, block_length=32),
         "Dream 12": DreamSampler(STEPS),
+        f"Dream 12, logits x{PEAKED}": DreamSampler(STEPS),
         "RCR 64, blocks of 32": RCRSampler(64, block_length=32),
         "threshold 0.9, blocks of 32": threshold,
         "threshold, prefix cache": BlockCached(threshold, "prefix"),
@@ -174,11 +199,13 @@ def every_sampler(batch: int, repeats: int) -> dict:
     }
     canvas = torch.full((batch, N), V)
     model(canvas)  # warm-up
+    print(f"  Dream's nucleus (T 0.2, top-p 0.95), median size of {V}: {nucleus_sizes(model, batch, 1):.0f} tokens "
+          f"untrained, {nucleus_sizes(model, batch, PEAKED):.0f} with logits x{PEAKED}")
     res = {}
     for name, sampler in samplers.items():
         totals, inside = [], []
         for r in range(repeats):
-            den = TimedCached(model)
+            den = TimedCached(Scaled(model, PEAKED) if "logits x" in name else model)
             t = time.perf_counter()
             out = generate(den, canvas, sampler, mask_id=V, generator=torch.Generator().manual_seed(r))
             totals.append(time.perf_counter() - t)

@@ -79,3 +79,78 @@ def test_bad_arguments(kwargs):
     args = {"top_p": 0.9, "temperature": 1.0, "score": None} | kwargs
     with pytest.raises(ValueError):
         nucleus_draw(torch.zeros(2, 3), args["top_p"], args["temperature"], None, args["score"])
+
+
+def full_sort_only(monkeypatch):
+    """Make every row take the full-sort path (no top-K read)."""
+    import sys
+
+    monkeypatch.setattr(sys.modules["unmask.sampling.categorical"], "_NUCLEUS_TOP_K", ())
+
+
+def rows_mixed(v=300, n=256):
+    """Rows whose nucleus fits in the top 64 (peaked) and rows where it does not (flat), interleaved,
+    plus rows with ties: a tied top pair, and a tie of 100 tokens across the 64th place."""
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(n, v, generator=g) * torch.where(torch.arange(n) % 2 == 0, 8.0, 0.3)[:, None]
+    logits[0] = -20.0
+    logits[0, 5] = logits[0, 250] = 4.0  # a tied pair on top (topk(8) returns 250 first)
+    logits[1] = -20.0
+    logits[1, 7] = 3.0
+    logits[1, 100:200] = 0.0  # 100 tied tokens: the nucleus ends among them, past the 64th place
+    logits[2] = -20.0
+    logits[2, 250] = 7.0
+    logits[2, :100] = 0.0  # at temperature 1 the nucleus ends at the 41st of 100 tied tokens, inside the top 64,
+    return logits  # but topk need not return the tied ids in order: ids 0..40 are the nucleus
+
+
+@pytest.mark.parametrize("kind", [None, "probability", "margin", "entropy"])
+@pytest.mark.parametrize("temperature", [0.0, 0.2, 1.0])
+def test_the_top_k_read_equals_the_full_sort_token_for_token(kind, temperature, monkeypatch):
+    logits = rows_mixed()
+    p = (logits.double() / (temperature or 1.0)).softmax(-1)
+    sizes = torch.isfinite(nucleus(p.log(), 0.95)).sum(-1)
+    assert (sizes < 64).sum() > 50 and (sizes >= 64).sum() > 50  # both paths are taken
+    fast = nucleus_draw(logits, 0.95, temperature, torch.Generator().manual_seed(3), kind)
+    full_sort_only(monkeypatch)
+    full = nucleus_draw(logits, 0.95, temperature, torch.Generator().manual_seed(3), kind)
+    assert torch.equal(fast[0], full[0])
+    if kind:
+        assert torch.equal(fast[1], full[1])
+
+
+def test_ties_inside_the_nucleus_are_ordered_by_index_on_both_paths(monkeypatch):
+    """A tied top pair at temperature 0 gives the lower id; where the nucleus ends among 100 tied
+    tokens (past the 64th place, or inside it) exactly the nucleus's tied ids are drawn, never others."""
+    logits = rows_mixed()[:3]
+    drawn, _ = nucleus_draw(logits, 0.95, 0.0)
+    assert drawn[0].item() == 5
+    assert torch.isfinite(nucleus(logits[2:3].double(), 0.95)).sum() == 42  # 250 and ids 0..40
+    for row in (1, 2):
+        allowed = torch.isfinite(nucleus(logits[row : row + 1].double(), 0.95))[0]
+        seen = nucleus_draw(logits[row : row + 1].expand(40_000, -1), 0.95, 1.0, torch.Generator().manual_seed(0))[0]
+        assert allowed[seen].all()
+        assert set(seen.tolist()) == set(torch.nonzero(allowed).squeeze(1).tolist())
+
+
+def test_frequencies_match_the_nucleus_when_read_from_the_top_k():
+    """V = 200, a nucleus of a few tokens: the top-K path's draws against the exact law."""
+    g = torch.Generator().manual_seed(7)
+    logits = torch.randn(200, generator=g) * 4
+    exact = nucleus_probs(logits, 0.9, 0.5)
+    assert 2 <= (exact > 0).sum() < 64
+    n = 200_000
+    drawn, _ = nucleus_draw(logits.expand(n, -1), 0.9, 0.5, torch.Generator().manual_seed(0))
+    freq = torch.bincount(drawn, minlength=200).double() / n
+    sigma = (exact * (1 - exact) / n).sqrt()
+    assert torch.all((freq - exact).abs() <= 5 * sigma + 1e-12)
+    assert torch.all(freq[exact == 0] == 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_logits_are_left_as_they_were(dtype):
+    logits = torch.randn(40, 100, generator=torch.Generator().manual_seed(0), dtype=dtype) * 5
+    before = logits.clone()
+    nucleus_draw(logits, 0.9, 1.0, torch.Generator().manual_seed(0), "entropy")
+    nucleus_draw(logits, 0.9, 0.5, torch.Generator().manual_seed(0), "entropy")
+    assert torch.equal(logits, before)

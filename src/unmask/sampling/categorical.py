@@ -114,14 +114,14 @@ def nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     """Keep the smallest set of most likely tokens whose probability reaches `top_p` (Holtzman et al.
     2020); the rest become -inf. logits: [..., V] float -> same shape. top_p >= 1 keeps everything.
 
-    A token is kept when the mass of the tokens strictly more likely than it is below `top_p`, so the
-    most likely token always survives.
+    A token is kept when the mass of the tokens before it (more likely, or as likely with a lower id)
+    is below `top_p`, so the most likely token always survives and ties are kept in id order.
     """
     if not 0 < top_p:
         raise ValueError(f"top_p must be > 0, got {top_p}")
     if top_p >= 1:
         return logits
-    sorted_logits, order = logits.double().sort(-1, descending=True)
+    sorted_logits, order = logits.double().sort(dim=-1, descending=True, stable=True)
     probs = sorted_logits.softmax(-1)
     before = probs.cumsum(-1) - probs
     drop_sorted = before >= top_p
@@ -129,17 +129,25 @@ def nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+_NUCLEUS_TOP_K = (8, 64)  # the top-K reads `nucleus_draw` tries, smallest first, before a sort of all V
+
+
 def nucleus_draw(
     logits: torch.Tensor, top_p: float, temperature: float = 1.0, generator: torch.Generator | None = None,
     score: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """`categorical(nucleus(logits / temperature, top_p))` with one sort per row and no scatter back.
+    """`categorical(nucleus(logits / temperature, top_p))`, read from the sorted nucleus, with no scatter back.
 
-    The nucleus is a prefix of the tokens sorted by probability, so the draw, its probability, the
-    top-1 minus top-2 margin and the entropy of the renormalised nucleus are all read in sorted order.
-    Temperature 0: no scaling and the most likely token (the first, as argmax breaks ties). One
-    float64 uniform per row, as `categorical`; the same u picks a token by the CDF of the sorted
-    nucleus, so draws match `categorical(nucleus(...))` in distribution, not token for token.
+    The nucleus is a prefix of the tokens sorted by probability (ties by index), so the draw, its
+    probability, the top-1 minus top-2 margin and the entropy of the renormalised nucleus are all read
+    in sorted order. On the CPU a row's top K tokens are found first (`topk`, K = 8 then 64, not a
+    sort of all V); where the nucleus ends strictly inside them (its last token more likely than the
+    K-th), they are the whole prefix, and the row is read from them; any other row is sorted whole
+    (and every row on an accelerator, where the sort is one kernel). Both read the same
+    float64 probabilities (normalised over the unsorted row), so which path a row takes never changes
+    its token or scores. Temperature 0: no scaling and the most likely token (the first, as argmax
+    breaks ties). One float64 uniform per row, as `categorical`; the same u picks a token by the CDF
+    of the sorted nucleus, so draws match `categorical(nucleus(...))` in distribution, not token for token.
 
     logits: [..., V]; score: None, "probability", "margin" or "entropy" (nats, negated so that higher
     means surer), all under the renormalised nucleus. Returns (Long[...], Float64[...] or None).
@@ -159,36 +167,70 @@ def nucleus_draw(
     tokens = torch.empty(m, dtype=torch.long, device=device)
     scores = torch.empty(m, dtype=torch.float64, device=device) if score else None
     rows = max(16, _BLOCK_ELEMENTS // v)
+    # the top-K reads are for the CPU, where a sort of V is the cost; on an accelerator the sort is one
+    # kernel, and choosing the rows to read again would wait for the device
+    tiers = [k for k in _NUCLEUS_TOP_K if k < v] if top_p < 1 and device.type == "cpu" else []
     for lo in range(0, m, rows):
-        values, order = flat[lo : lo + rows].sort(dim=-1, descending=True, stable=True)
-        x = values.double()
-        if temperature not in (0, 1):
-            x.div_(temperature)
-        probs = x.sub_(x[:, :1].clone()).exp_()
-        probs.div_(probs.sum(-1, keepdim=True))
-        cdf = probs.cumsum(-1)
-        if top_p >= 1:
-            kept = torch.full((cdf.shape[0], 1), v, dtype=torch.long, device=device)
-        else:  # the nucleus is the prefix whose mass before each token is below top_p
-            kept = ((cdf - probs) < top_p).sum(-1, keepdim=True).clamp_(min=1)
-        mass = cdf.gather(1, kept - 1)
-        if u is None:
-            at = torch.zeros_like(kept)
-        else:
-            target = torch.minimum(u[lo : lo + rows, None] * mass, torch.nextafter(mass, torch.zeros_like(mass)))
-            at = torch.searchsorted(cdf, target, right=True)
-        tokens[lo : lo + rows] = order.gather(1, at).squeeze(1)
-        if score == "probability":
-            scores[lo : lo + rows] = (probs.gather(1, at) / mass).squeeze(1)
-        elif score == "margin":
-            second = torch.where(kept > 1, probs[:, 1:2] if v > 1 else 0.0, 0.0)
-            scores[lo : lo + rows] = ((probs[:, :1] - second) / mass).squeeze(1)
-        elif score == "entropy":
-            # H = log(mass) - sum_{j<k} p_j log p_j / mass over the kept prefix
-            plogp = torch.xlogy(probs, probs).cumsum_(-1).gather(1, kept - 1)
-            scores[lo : lo + rows] = (plogp / mass - mass.log()).squeeze(1)
+        block = flat[lo : lo + rows]
+        scaled = _scaled(block, temperature)
+        weights = scaled.sub_(scaled.amax(-1, keepdim=True)).exp_()  # exp(x - max x), every path reads these
+        norm = weights.sum(-1, keepdim=True)
+        pending = torch.arange(len(block), device=device)
+        if tiers:  # the nucleus's size n is at least top_p / max p, and top_p^2 / sum p^2 (Cauchy-Schwarz)
+            least = top_p * norm[:, 0]
+            least = torch.maximum(least, least.square() / torch.linalg.vector_norm(weights, dim=-1).square())
+        for k in tiers:  # try K only where n may be below K
+            tried = pending[least[pending] < k]
+            values, order = block[tried].topk(k, dim=-1)
+            order, by_index = order.sort(dim=-1)  # ties in id order, as the stable full sort puts them
+            values, by_value = values.gather(-1, by_index).sort(dim=-1, descending=True, stable=True)
+            order = order.gather(-1, by_value)
+            kept = _read_sorted(weights[tried[:, None], order] / norm[tried], order, top_p, u, lo + tried, tokens,
+                                scores, score)
+            # right where the nucleus ends inside the K, its last token more likely than the K-th
+            inside = ((kept < k) & (values.gather(1, kept - 1) > values[:, -1:])).squeeze(1)
+            done = torch.zeros(len(block), dtype=torch.bool, device=device)
+            done[tried[inside]] = True
+            pending = pending[~done[pending]]
+        order = block[pending].sort(dim=-1, descending=True, stable=True)[1]  # often no row left
+        _read_sorted(weights[pending[:, None], order] / norm[pending], order, top_p, u, lo + pending, tokens,
+                     scores, score)
     shape = logits.shape[:-1]
     return tokens.reshape(shape), None if scores is None else scores.reshape(shape)
+
+
+def _scaled(values: torch.Tensor, temperature: float) -> torch.Tensor:
+    """values / temperature in a new float64 tensor (unscaled at temperature 0 or 1)."""
+    x = values.to(torch.float64, copy=True)
+    return x.div_(temperature) if temperature not in (0, 1) else x
+
+
+def _read_sorted(probs, order, top_p, u, rows, tokens, scores, score) -> torch.Tensor:
+    """Write the draw (and score) of `rows` from their most likely tokens in order: `probs`
+    (Double[r, W], W = V or a top-K prefix, normalised over the whole row) and `order` (their ids).
+    Returns the nucleus size found in the W, Long[r, 1]."""
+    cdf = probs.cumsum(-1)
+    if top_p >= 1:
+        kept = torch.full((cdf.shape[0], 1), cdf.shape[1], dtype=torch.long, device=cdf.device)
+    else:  # the nucleus is the prefix whose mass before each token is below top_p
+        kept = ((cdf - probs) < top_p).sum(-1, keepdim=True).clamp_(min=1)
+    mass = cdf.gather(1, kept - 1)
+    if u is None:
+        at = torch.zeros_like(kept)
+    else:
+        target = torch.minimum(u[rows, None] * mass, torch.nextafter(mass, torch.zeros_like(mass)))
+        at = torch.searchsorted(cdf, target, right=True)
+    tokens[rows] = order.gather(1, at).squeeze(1)
+    if score == "probability":
+        scores[rows] = (probs.gather(1, at) / mass).squeeze(1)
+    elif score == "margin":
+        second = torch.where(kept > 1, probs[:, 1:2] if probs.shape[1] > 1 else 0.0, 0.0)
+        scores[rows] = ((probs[:, :1] - second) / mass).squeeze(1)
+    elif score == "entropy":
+        # H = log(mass) - sum_{j<k} p_j log p_j / mass over the kept prefix
+        plogp = torch.xlogy(probs, probs).cumsum_(-1).gather(1, kept - 1)
+        scores[rows] = (plogp / mass - mass.log()).squeeze(1)
+    return kept
 
 
 # --- float32 draws of peer libraries, kept only for bit-compatibility --------------------------
