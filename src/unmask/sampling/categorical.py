@@ -21,6 +21,8 @@ def categorical(
     logits: [..., V] float (-inf allowed; not all -inf). temperature 0 means argmax.
     Returns Long[...].
     """
+    if temperature == 0 and logits.shape[-1] > 0:  # no log-probability to compute beside it
+        return logits.argmax(-1)
     return categorical_logp(logits, temperature, generator)[0]
 
 
