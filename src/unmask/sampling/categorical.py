@@ -174,7 +174,9 @@ def nucleus_draw(
     tiers = [k for k in _NUCLEUS_TOP_K if k < v] if top_p < 1 and device.type == "cpu" else []
     for lo in range(0, m, rows):
         block = flat[lo : lo + rows]
-        scaled = _scaled(block, temperature)
+        scaled = block.to(torch.float64, copy=True)  # never the caller's tensor: it is changed in place
+        if temperature not in (0, 1):
+            scaled.div_(temperature)
         weights = scaled.sub_(scaled.amax(-1, keepdim=True)).exp_()  # exp(x - max x), every path reads these
         norm = weights.sum(-1, keepdim=True)
         pending = torch.arange(len(block), device=device)
@@ -182,7 +184,8 @@ def nucleus_draw(
             least = top_p * norm[:, 0]
             least = torch.maximum(least, least.square() / torch.linalg.vector_norm(weights, dim=-1).square())
         for k in tiers:  # try K only where n may be below K
-            tried = pending[least[pending] < k]
+            low = least[pending] < k
+            tried = pending[low]
             values, order = block[tried].topk(k, dim=-1)
             order, by_index = order.sort(dim=-1)  # ties in id order, as the stable full sort puts them
             values, by_value = values.gather(-1, by_index).sort(dim=-1, descending=True, stable=True)
@@ -191,20 +194,12 @@ def nucleus_draw(
                                 scores, score)
             # right where the nucleus ends inside the K, its last token more likely than the K-th
             inside = ((kept < k) & (values.gather(1, kept - 1) > values[:, -1:])).squeeze(1)
-            done = torch.zeros(len(block), dtype=torch.bool, device=device)
-            done[tried[inside]] = True
-            pending = pending[~done[pending]]
+            pending = torch.cat((pending[~low], tried[~inside]))
         order = block[pending].sort(dim=-1, descending=True, stable=True)[1]  # often no row left
         _read_sorted(weights[pending[:, None], order] / norm[pending], order, top_p, u, lo + pending, tokens,
                      scores, score)
     shape = logits.shape[:-1]
     return tokens.reshape(shape), None if scores is None else scores.reshape(shape)
-
-
-def _scaled(values: torch.Tensor, temperature: float) -> torch.Tensor:
-    """values / temperature in a new float64 tensor (unscaled at temperature 0 or 1)."""
-    x = values.to(torch.float64, copy=True)
-    return x.div_(temperature) if temperature not in (0, 1) else x
 
 
 def _read_sorted(probs, order, top_p, u, rows, tokens, scores, score) -> torch.Tensor:
