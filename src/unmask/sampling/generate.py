@@ -107,12 +107,12 @@ def generate(
                 part, cache = denoiser.light(tokens, queries, cache, width=width, **condition, **extra)
                 _check_logits(part, (None, mask_id), "light read")
                 logits = last  # updated in place: a copy of [B, N, V] per light read would cost more than the read
-                try:
-                    logits[queries] = part.to(logits.dtype)
-                except RuntimeError:
+                places = queries.reshape(-1).nonzero().squeeze(1)  # row-major, the order of the read's rows
+                if part.shape[0] != places.shape[0]:
                     raise ValueError(f"the denoiser's light read returned {part.shape[0]} rows of logits for "
-                                     f"{int(queries.sum())} queried places") from None
-                top[queries] = part.amax(-1).to(top.dtype)
+                                     f"{places.shape[0]} queried places")
+                logits.view(-1, mask_id).index_copy_(0, places, part.to(logits.dtype))
+                top.view(-1).index_copy_(0, places, part.amax(-1).to(top.dtype))
                 light += 1
             else:
                 if cached:
@@ -121,6 +121,8 @@ def generate(
                     logits = denoiser(tokens, **condition, **extra)
                 nfe += 1
                 _check_logits(logits, (*tokens.shape, mask_id), "call")
+                if cached:
+                    logits = logits.contiguous()  # light reads write into it by flat place
                 top = logits.amax(-1)  # [B, N]: one max over V finds NaN, +inf and all -inf
             last = logits
             broken = _not_finite(top, hidden)

@@ -20,7 +20,7 @@ import torch
 from . import blocks, checks
 from .categorical import categorical
 from .confidence import confidence, log_probs
-from .select import commit_top
+from .select import commit_top, rows_where
 
 REMASKING = ("low_confidence", "random")
 
@@ -71,7 +71,7 @@ class LLaDASampler:
         count = blocks.even_split(cur.size, cur.step, per_block)
         # the last step of a block takes what is left, so the block always closes on time
         count = torch.where(cur.step >= per_block - 1, left, torch.minimum(count, left))
-        at = logits[eligible]
+        at = rows_where(logits, eligible)
         drawn = categorical(at, self.temperature, generator)
         if self.remasking == "random":
             score = torch.rand(drawn.shape, generator=generator, dtype=torch.float64, device=tokens.device)

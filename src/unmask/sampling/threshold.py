@@ -16,8 +16,8 @@ import torch
 
 from . import blocks, checks
 from .categorical import categorical
-from .confidence import confidence, entropy, log_probs
-from .select import commit_top
+from .confidence import surety
+from .select import commit_top, rows_where
 
 MEASURES = ("confidence", "entropy")
 
@@ -59,14 +59,13 @@ class ThresholdSampler:
         hidden = tokens == mask_id
         cur, in_block = blocks.advance(hidden, state, self.block_length)
         eligible = hidden & in_block
-        at = logits[eligible]
+        at = rows_where(logits, eligible)
         drawn = categorical(at, self.temperature, generator)
-        logp = log_probs(at)
         if self.measure == "confidence":
-            sure = confidence(logp, drawn)
+            sure = surety(at, drawn, "probability")
             passes = sure >= self.threshold
         else:
-            sure = -entropy(logp)
+            sure = surety(at, drawn, "entropy")
             passes = -sure <= self.threshold
         scores = torch.full(tokens.shape, float("-inf"), dtype=torch.float64, device=tokens.device)
         scores[eligible] = sure
