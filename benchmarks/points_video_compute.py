@@ -13,10 +13,10 @@ Equal compute means equal training CPU (process time), not FLOPs: the probes, th
 Point-BERT's codebook (k-means, once) are not counted.
 
 Both recipes are shrunk to fit a budget of under an hour of CPU per task (`SHRINK`: width 64,
-decoder width 32; video batch 32); every other setting is the recipe's default, the same for every method. Runs live under
---runs (default runs/points_video_compute/TASK-METHOD-STEPS-sSEED), each with its result.json, and
-are reused, so an interrupted comparison resumes and several processes can share the work
-(`--jobs`).
+decoder width 32; video batch 32); every other setting is the recipe's default, the same for every
+method. Runs live under --runs (default runs/points_video_compute/TASK-METHOD-STEPS-sSEED), each
+with its result.json, and are reused, so an interrupted comparison resumes and several processes
+can share the work (`--jobs`).
 
     .venv/bin/python benchmarks/points_video_compute.py                        # everything, then the tables
     .venv/bin/python benchmarks/points_video_compute.py --jobs points-curve    # one share of the work
