@@ -68,8 +68,7 @@ class BlockCached:
 
     def light_queries(self, state: BlockCachedState, hidden: torch.Tensor) -> torch.Tensor:
         """Bool[B, N]: the places the next read computes; all of a row's places when it enters a block."""
-        start = torch.tensor(state.start, dtype=torch.long, device=hidden.device)
-        ids = blocks.block_ids(start, hidden.shape[1], self.block_length)
+        ids = blocks.state_block_ids(state.start, hidden.shape[1], self.block_length, hidden.device)
         block = self.next_block(state, hidden).unsqueeze(1)  # [B, 1]
         queries = (ids >= block) if self.mode == "prefix" else (ids == block)
         refresh = block != torch.tensor(state.cached_block, dtype=torch.long, device=hidden.device).unsqueeze(1)

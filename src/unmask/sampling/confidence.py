@@ -28,10 +28,11 @@ def surety(logits: torch.Tensor, drawn: torch.Tensor, measure: str = "probabilit
     if measure not in ("probability", "entropy"):
         raise ValueError(f"measure must be 'probability' or 'entropy', got {measure!r}")
     shifted = logits - logits.amax(-1, keepdim=True)  # <= 0; -inf stays -inf
+    if measure == "probability":  # the drawn token's shifted logit first, then exp in place: one [M, V] buffer
+        picked = shifted.gather(-1, drawn.unsqueeze(-1)).squeeze(-1)
+        return picked.double().exp() / shifted.exp_().sum(-1, dtype=torch.float64)
     weights = shifted.exp()
     total = weights.sum(-1, dtype=torch.float64)
-    if measure == "probability":
-        return shifted.gather(-1, drawn.unsqueeze(-1)).squeeze(-1).double().exp() / total
     # H = log total - sum_j w_j z_j / total, with z = shifted; a token of weight 0 adds nothing
     spread = (weights * shifted).masked_fill_(weights == 0, 0.0).sum(-1, dtype=torch.float64)
     return spread / total - total.log()

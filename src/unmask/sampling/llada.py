@@ -58,7 +58,7 @@ class LLaDASampler:
 
     def next_block(self, state, hidden: torch.Tensor) -> torch.Tensor:
         """Long[B]: the block each row's next step decodes (for `BlockCached`)."""
-        return blocks.advance(hidden, state, self.block_length)[0].block
+        return blocks.filling_block(hidden, state, self.block_length)
 
     def step(self, logits, tokens, state: LLaDAState, generator=None):
         """logits: [B, N, V]; tokens: Long[B, N] (mask id V at hidden places)."""

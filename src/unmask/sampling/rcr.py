@@ -77,7 +77,7 @@ class RCRSampler:
         hidden = tokens == mask_id
         per_block = torch.tensor(state.steps_per_block, device=device)
         cur, _ = blocks.advance(hidden, state, self.block_length, per_block)
-        ids = blocks.block_ids(cur.start, tokens.shape[1], self.block_length)
+        ids = blocks.state_block_ids(state.start, tokens.shape[1], self.block_length, device)
         reached = (ids >= 0) & (ids <= cur.block.unsqueeze(1))
         fill = hidden & reached
         at = logits[fill]

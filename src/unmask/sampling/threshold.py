@@ -17,7 +17,7 @@ import torch
 from . import blocks, checks
 from .categorical import categorical
 from .confidence import surety
-from .select import commit_top, rows_where
+from .select import commit_best, flat_places, rows_where
 
 MEASURES = ("confidence", "entropy")
 
@@ -51,7 +51,7 @@ class ThresholdSampler:
 
     def next_block(self, state, hidden: torch.Tensor) -> torch.Tensor:
         """Long[B]: the block each row's next step decodes (for `BlockCached`)."""
-        return blocks.advance(hidden, state, self.block_length)[0].block
+        return blocks.filling_block(hidden, state, self.block_length)
 
     def step(self, logits, tokens, state: ThresholdState, generator=None):
         """logits: [B, N, V]; tokens: Long[B, N] (mask id V at hidden places)."""
@@ -59,7 +59,8 @@ class ThresholdSampler:
         hidden = tokens == mask_id
         cur, in_block = blocks.advance(hidden, state, self.block_length)
         eligible = hidden & in_block
-        at = rows_where(logits, eligible)
+        places = flat_places(eligible)
+        at = rows_where(logits, places=places)
         drawn = categorical(at, self.temperature, generator)
         if self.measure == "confidence":
             sure = surety(at, drawn, "probability")
@@ -68,11 +69,11 @@ class ThresholdSampler:
             sure = surety(at, drawn, "entropy")
             passes = -sure <= self.threshold
         scores = torch.full(tokens.shape, float("-inf"), dtype=torch.float64, device=tokens.device)
-        scores[eligible] = sure
+        scores.view(-1).index_copy_(0, places, sure)
         accept = torch.zeros_like(hidden)
-        accept[eligible] = passes
-        commit = accept | commit_top(scores, torch.ones_like(cur.step), generator)
+        accept.view(-1).index_copy_(0, places, passes)
+        commit = accept | commit_best(scores, generator)  # and always the surest one
         proposals = tokens.clone()
-        proposals[eligible] = drawn
+        proposals.view(-1).index_copy_(0, places, drawn)
         cur.step = cur.step + hidden.any(1).long()
         return torch.where(commit, proposals, tokens), ThresholdState(**cur.lists())
