@@ -18,6 +18,10 @@ of their prompt's answers.
     .venv/bin/python benchmarks/dllm_decoding.py                   # untrained: about 10 minutes on 2 CPU cores
     .venv/bin/python benchmarks/dllm_decoding.py --train 300       # trained first: about 25 minutes more
     .venv/bin/python benchmarks/dllm_decoding.py --answer 64 --batch 2   # a quick look
+    .venv/bin/python benchmarks/dllm_decoding.py --reads-only --threads 1   # read costs and the cache's bound
+
+After the table: one full read and one light read of a block timed, and from them the most the dual
+cache can gain over low-confidence decoding at 1, 2 and 4 tokens committed per read, reads alone.
 """
 
 from __future__ import annotations
@@ -79,6 +83,33 @@ def run(denoiser, canvas, sampler, vocab: int) -> dict:
             "steps": out.steps, "tokens": out.tokens}
 
 
+def read_costs(denoiser, canvas, args, repeats: int = 3) -> tuple[float, float]:
+    """Seconds of one full read of the canvas and of one light read of a block of `args.block` places
+    against its cache (medians of `repeats`), timed on the canvas as decoding starts."""
+    _, cache = denoiser.full(canvas)
+    block = torch.zeros_like(canvas, dtype=torch.bool)
+    block[:, args.prompt : args.prompt + args.block] = True
+
+    def median(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return sorted(times)[len(times) // 2]
+
+    return (median(lambda: denoiser.full(canvas)),
+            median(lambda: denoiser.light(canvas, block, cache, width=args.block)))
+
+
+def dual_cache_bound(full: float, light: float, answer: int, block: int, per_call: float) -> float:
+    """The most the dual cache can gain over one-token-per-call decoding without a cache (answer full
+    reads), reads alone: every block is entered with a read of all places (as costly as a full read)
+    and its other steps are light reads of the block, `per_call` tokens committed per read."""
+    blocks = answer / block
+    return answer * full / (blocks * full + max(answer / per_call - blocks, 0) * light)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompt", type=int, default=128)
@@ -97,6 +128,8 @@ def main() -> None:
     parser.add_argument("--vary", type=float, default=0.1, help="closed language: share of places where members differ")
     parser.add_argument("--train-batch", type=int, default=16, help="rows per training step")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the training")
+    parser.add_argument("--reads-only", action="store_true",
+                        help="time one full and one light read and print the dual cache's bound, no decoding")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -126,7 +159,16 @@ def main() -> None:
     }
     with torch.inference_mode():
         model(canvas[:1])  # warm-up
-        results = {name: run(denoiser, canvas, sampler, args.vocab) for name, sampler in rows.items()}
+        results = {} if args.reads_only else {name: run(denoiser, canvas, sampler, args.vocab)
+                                              for name, sampler in rows.items()}
+        full, light = read_costs(denoiser, canvas, args)
+    bounds = ", ".join(f"{c} per read {dual_cache_bound(full, light, args.answer, args.block, c):.1f}x"
+                       for c in (1, 2, 4))
+    reads = (f"reads: full {full * 1000:.0f} ms, light read of a block {light * 1000:.0f} ms ({full / light:.1f}x "
+             f"less); the dual cache's most over low-confidence from reads alone, tokens per read: {bounds}")
+    if args.reads_only:
+        print(reads)
+        return
     base = results["low-confidence, no cache"]
 
     def right(r: dict) -> str:  # share of rows decoded to one of their prompt's answers (when trained)
@@ -142,6 +184,7 @@ def main() -> None:
         same = "" if name.startswith("low") else f"{float(agree):.3f}"
         print(f"{name:28s} {r['tokens_per_s']:9.1f} {r['tokens_per_s'] / base['tokens_per_s']:7.2f} "
               f"{r['nfe']:10d} {r['light']:11d} {r['seconds']:8.1f} {same:>25s} {right(r):>6s}")
+    print(reads)
 
 
 if __name__ == "__main__":
