@@ -1,8 +1,9 @@
 """`rows_where`: the boolean index `logits[where]`, read by one index_select over flattened places."""
 
+import pytest
 import torch
 
-from unmask.sampling.select import rows_where
+from unmask.sampling.select import flat_places, rows_where
 
 
 def test_equals_the_boolean_index_in_row_major_order():
@@ -18,3 +19,15 @@ def test_non_contiguous_logits_and_an_empty_mask():
     where[2, 6] = where[0, 1] = True
     assert torch.equal(rows_where(logits, where), torch.stack([logits[0, 1], logits[2, 6]]))
     assert rows_where(logits, torch.zeros_like(where)).shape == (0, 5)
+
+
+def test_given_flat_places_read_the_same_rows_and_one_of_the_two_is_required():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 6, 4, generator=g)
+    where = torch.rand(2, 6, generator=g) < 0.5
+    places = flat_places(where)
+    assert places.tolist() == [6 * b + i for b, i in where.nonzero().tolist()]
+    assert torch.equal(rows_where(logits, places=places), logits[where])
+    for bad in ({}, {"where": where, "places": places}):
+        with pytest.raises(ValueError, match="either `where`"):
+            rows_where(logits, **bad)

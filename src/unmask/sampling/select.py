@@ -59,10 +59,13 @@ def flat_places(where: torch.Tensor) -> torch.Tensor:
     return where.reshape(-1).nonzero().squeeze(1)
 
 
-def rows_where(logits: torch.Tensor, where: torch.Tensor | None = None, places: torch.Tensor | None = None):
+def rows_where(logits: torch.Tensor, where: torch.Tensor | None = None,
+               places: torch.Tensor | None = None) -> torch.Tensor:
     """`logits[where]` (Float[B, N, V], Bool[B, N] -> Float[M, V], places in row-major order), read
     with one `index_select` over the flattened places (or the given `flat_places(where)`): on a CPU a
     third of the boolean index's cost."""
+    if (where is None) == (places is None):
+        raise ValueError("rows_where reads either `where` (Bool[B, N]) or `places` (its flat_places), one of them")
     if places is None:
         places = flat_places(where)
     return logits.reshape(-1, logits.shape[-1]).index_select(0, places)
