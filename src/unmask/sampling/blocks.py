@@ -78,6 +78,15 @@ def start_cursor(hidden: torch.Tensor, length: int | None) -> dict[str, list[int
     return BlockCursor(start, zeros, zeros.clone(), size).lists()
 
 
+_FAR = torch.iinfo(torch.long).max  # the block of a place that is not hidden, when looking for the first
+
+
+def _first_hidden_block(ids: torch.Tensor, hidden: torch.Tensor, recorded: torch.Tensor) -> torch.Tensor:
+    """Long[B]: the block of each row's first hidden place, or `recorded` where nothing is hidden."""
+    first = ids.masked_fill(~hidden, _FAR).amin(1)
+    return torch.where(first < _FAR, first, recorded)
+
+
 def advance(hidden: torch.Tensor, state, length: int | None,
             steps_per_block: torch.Tensor | None = None) -> tuple[BlockCursor, torch.Tensor]:
     """Move every row whose current block is finished to the next block that has hidden places.
@@ -107,15 +116,6 @@ def advance(hidden: torch.Tensor, state, length: int | None,
     cur.step = cur.step.masked_fill(moving, 0)
     cur.size = torch.where(moving, (hidden & in_block).sum(1), cur.size)
     return cur, in_block
-
-
-_FAR = torch.iinfo(torch.long).max  # the block of a place that is not hidden, when looking for the first
-
-
-def _first_hidden_block(ids: torch.Tensor, hidden: torch.Tensor, recorded: torch.Tensor) -> torch.Tensor:
-    """Long[B]: the block of each row's first hidden place, or `recorded` where nothing is hidden."""
-    first = ids.masked_fill(~hidden, _FAR).amin(1)
-    return torch.where(first < _FAR, first, recorded)
 
 
 def filling_block(hidden: torch.Tensor, state, length: int | None) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch
 from . import blocks, checks
 from .categorical import categorical
 from .confidence import confidence, log_probs
-from .select import commit_top, rows_where
+from .select import commit_top, flat_places, rows_where
 
 REMASKING = ("low_confidence", "random")
 
@@ -71,16 +71,17 @@ class LLaDASampler:
         count = blocks.even_split(cur.size, cur.step, per_block)
         # the last step of a block takes what is left, so the block always closes on time
         count = torch.where(cur.step >= per_block - 1, left, torch.minimum(count, left))
-        at = rows_where(logits, eligible)
+        places = flat_places(eligible)  # one nonzero for the read and both writes
+        at = rows_where(logits, places=places)
         drawn = categorical(at, self.temperature, generator)
         if self.remasking == "random":
             score = torch.rand(drawn.shape, generator=generator, dtype=torch.float64, device=tokens.device)
         else:
             score = confidence(log_probs(at), drawn)
         scores = torch.full(tokens.shape, float("-inf"), dtype=torch.float64, device=tokens.device)
-        scores[eligible] = score
+        scores.view(-1).index_copy_(0, places, score)
         proposals = tokens.clone()
-        proposals[eligible] = drawn
+        proposals.view(-1).index_copy_(0, places, drawn)
         commit = commit_top(scores, count, generator)
         out = torch.where(commit, proposals, tokens)
         cur.step = cur.step + hidden.any(1).long()
