@@ -96,6 +96,20 @@ def test_mirror_reflects_the_joints():
     assert not torch.allclose(mirrored, pos, atol=1e-2)  # a kick is not symmetric
 
 
+def test_batched_windows_match_one_window_at_a_time():
+    """to_frames, forward kinematics and joint positions over [..., T, F] equal the per-window results,
+    so a batch call cannot mix windows (a cumsum over the wrong axis, a first frame taken across windows)."""
+    walk = motion.clip_features()[motion.CLIPS.index("walk")].double()
+    g = torch.Generator().manual_seed(0)
+    x = torch.stack([walk[i:i + 12] for i in (0, 2, 5, 8, 11, 14)])
+    x = x + 0.2 * torch.randn(x.shape, generator=g, dtype=x.dtype)  # windows that differ everywhere
+    one = torch.stack([motion.joint_positions(w, origin=(0.4, -1.5), heading=0.7) for w in x])
+    assert torch.equal(motion.joint_positions(x, origin=(0.4, -1.5), heading=0.7), one)
+    assert torch.equal(motion.joint_positions(x.reshape(2, 3, 12, -1)), torch.stack(
+        [motion.joint_positions(w) for w in x]).reshape(2, 3, 12, len(motion.JOINTS), 3))
+    assert one.shape == (6, 12, len(motion.JOINTS), 3) and (one[1:] - one[:1]).abs().amax() > 0.1
+
+
 def test_body_parts_cover_the_features_once():
     covered = sorted(i for part in motion.BODY_PARTS.values() for i in part)
     assert covered == list(range(motion.F))

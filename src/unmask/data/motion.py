@@ -276,52 +276,53 @@ def _feature_columns() -> dict[str, slice]:
 
 def to_frames(x: torch.Tensor, origin: tuple[float, float] | torch.Tensor = (0.0, 0.0), heading: float = 0.0,
               rate: int = RATE) -> torch.Tensor:
-    """[T, F] features -> [T, 44] frames. The first frame's root stands at `origin` (x, z) facing `heading`;
-    the yaw and the root's x, z are running sums of the turns and (rotated back) velocities."""
-    out = torch.zeros(x.shape[0], FRAME, dtype=x.dtype)
-    out[:, 0] = 1.0 / rate
-    yaw = heading + x[:, 3].cumsum(0) - x[0, 3]  # a window's first turn leads into it: not part of it
+    """[..., T, F] features -> [..., T, 44] frames. The first frame's root stands at `origin` (x, z) facing
+    `heading`; the yaw and the root's x, z are running sums of the turns and (rotated back) velocities."""
+    out = torch.zeros(*x.shape[:-1], FRAME, dtype=x.dtype)
+    out[..., 0] = 1.0 / rate
+    yaw = heading + x[..., 3].cumsum(-1) - x[..., :1, 3]  # a window's first turn leads into it: not part of it
     c, s = yaw.cos(), yaw.sin()
-    delta = torch.stack([c * x[:, 1] + s * x[:, 2], -s * x[:, 1] + c * x[:, 2]], 1)  # by +yaw
-    xz = torch.as_tensor(origin, dtype=x.dtype) + delta.cumsum(0) - delta[0]
-    out[:, 1], out[:, 2], out[:, 3] = xz[:, 0], x[:, 0], xz[:, 1]
+    delta = torch.stack([c * x[..., 1] + s * x[..., 2], -s * x[..., 1] + c * x[..., 2]], -1)  # by +yaw
+    xz = torch.as_tensor(origin, dtype=x.dtype) + delta.cumsum(-2) - delta[..., :1, :]
+    out[..., 1], out[..., 2], out[..., 3] = xz[..., 0], x[..., 0], xz[..., 1]
     slices = _feature_columns()
     for name, i, kind in ROTATIONS:
-        v = x[:, slices[name]]
+        v = x[..., slices[name]]
         if kind == "angle":
-            out[:, i] = v[:, 0]
+            out[..., i] = v[..., 0]
             continue
         rot = sixd_to_matrix(v)
-        out[:, i:i + 4] = matrix_to_quat(yaw_matrix(yaw) @ rot if name == "root" else rot)
+        out[..., i:i + 4] = matrix_to_quat(yaw_matrix(yaw) @ rot if name == "root" else rot)
     return out
 
 
 def joint_positions(x: torch.Tensor, origin: tuple[float, float] | torch.Tensor = (0.0, 0.0),
                     heading: float = 0.0) -> torch.Tensor:
-    """[T, F] features -> [T, J, 3] joint positions in metres (forward kinematics, `JOINTS` order), the
-    first frame's root at `origin` facing `heading`."""
+    """[..., T, F] features -> [..., T, J, 3] joint positions in metres (forward kinematics, `JOINTS` order),
+    each window's first frame's root at `origin` facing `heading`."""
     return forward_kinematics(to_frames(x, origin, heading))
 
 
 def forward_kinematics(frames: torch.Tensor) -> torch.Tensor:
-    """[T, 44] frames -> [T, J, 3]: each joint at its parent plus the parent's rotation times its offset."""
+    """[..., T, 44] frames -> [..., T, J, 3]: each joint at its parent plus the parent's rotation times its
+    offset."""
     columns = {name: (i, kind) for name, i, kind in ROTATIONS}
     rot, pos = [], []
     for (_, _, offset, moved), parent in zip(_SKELETON, PARENTS, strict=True):
         if parent is None:
-            p = frames[:, 1:4]
-            r = torch.eye(3, dtype=frames.dtype).expand(frames.shape[0], 3, 3)
+            p = frames[..., 1:4]
+            r = torch.eye(3, dtype=frames.dtype).expand(*frames.shape[:-1], 3, 3)
         else:
             off = SCALE * torch.tensor(offset, dtype=frames.dtype)
             p = pos[parent] + rot[parent] @ off
             r = rot[parent]
         if moved is not None:
             i, kind = columns[moved]
-            local = quat_to_matrix(frames[:, i:i + 4]) if kind == "quat" else axis_angle_z(frames[:, i])
+            local = quat_to_matrix(frames[..., i:i + 4]) if kind == "quat" else axis_angle_z(frames[..., i])
             r = r @ local
         rot.append(r)
         pos.append(p)
-    return torch.stack(pos, dim=1)
+    return torch.stack(pos, dim=-2)
 
 
 def mirror(x: torch.Tensor) -> torch.Tensor:

@@ -275,5 +275,5 @@ class BAMMRecipe(Recipe):
         places = torch.arange(codes.shape[1])
         last = (end_lengths(res.tokens, self.ids()[0], 1).clamp(min=1) - 1)[:, None]
         x = x.gather(1, torch.minimum(places[None], last)[..., None].expand_as(x))  # hold the last frame
-        positions = torch.stack([motion.joint_positions(w.double()) for w in x])
+        positions = motion.joint_positions(x.double())
         return motion.render_gif(positions, self.sample_path(out))

@@ -89,7 +89,7 @@ class Settings:
 
 def positions(x: torch.Tensor) -> torch.Tensor:
     """Float[M, T, F] features -> Float64[M, T, J, 3] joint positions, each window from the origin."""
-    return torch.stack([motion.joint_positions(w.double()) for w in x])
+    return motion.joint_positions(x.double())
 
 
 def interpolate(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -104,19 +104,17 @@ def interpolate(x: torch.Tensor, k: int) -> torch.Tensor:
 def slerp_positions(x: torch.Tensor, k: int) -> torch.Tensor:
     """As `interpolate`, in frame space (root position and angles linear, joint rotations by slerp),
     returned as Float64[M, T, J, 3] joint positions."""
-    out = []
-    for w in x.double():
-        f = motion.to_frames(w)
-        t = f.shape[0]
-        a, b = f[k - 1], f[t - k]
-        s = torch.arange(1, t - 2 * k + 1, dtype=f.dtype) / (t - 2 * k + 1)
-        mid = a + (b - a) * s[:, None]
-        for _, i, kind in motion.ROTATIONS:
-            if kind == "quat":
-                mid[:, i:i + 4] = motion.slerp(a[i:i + 4].expand(len(s), 4), b[i:i + 4].expand(len(s), 4), s)
-        f[k:t - k] = mid
-        out.append(motion.forward_kinematics(f))
-    return torch.stack(out)
+    f = motion.to_frames(x.double())  # [M, T, 44]
+    t = f.shape[1]
+    a, b = f[:, k - 1:k], f[:, t - k:t - k + 1]  # [M, 1, 44]
+    s = torch.arange(1, t - 2 * k + 1, dtype=f.dtype) / (t - 2 * k + 1)  # [gap]
+    mid = a + (b - a) * s[:, None]
+    for _, i, kind in motion.ROTATIONS:
+        if kind == "quat":
+            mid[..., i:i + 4] = motion.slerp(a[..., i:i + 4].expand_as(mid[..., i:i + 4]),
+                                             b[..., i:i + 4].expand_as(mid[..., i:i + 4]), s.expand(mid.shape[:2]))
+    f[:, k:t - k] = mid
+    return motion.forward_kinematics(f)
 
 
 class Motion(Recipe):

@@ -184,7 +184,7 @@ class MotionMasks(Recipe):
         g = torch.Generator().manual_seed(self.settings.train.seed)
         drawn = objective.complete(x, torch.zeros_like(x, dtype=torch.bool), sample_steps=self.settings.eval.steps,
                                    generator=g)
-        positions = torch.stack([motion.joint_positions(w.double()) for w in drawn])
+        positions = motion.joint_positions(drawn.double())
         return motion.render_gif(positions, self.sample_path(out))
 
     def report(self, metrics: dict) -> Report:

@@ -105,7 +105,7 @@ def joint_errors(x: torch.Tensor, reference: torch.Tensor, frames: slice = slice
     """Float[M, T, F] twice -> Float[M, t, J]: each joint's distance in metres after forward kinematics
     (both from the origin), over the frames `frames`."""
     def positions(f):
-        return torch.stack([motion.joint_positions(w.double()) for w in f])
+        return motion.joint_positions(f.double())
 
     return (positions(x) - positions(reference))[:, frames].norm(dim=-1)
 
