@@ -18,7 +18,10 @@ of 1..`--train-max-hidden` tokens): MDLM hides only body tokens, each with proba
 masking with everything but the body as prompt), CM3 moves the whole body to the end as its one span
 (`masking/cm3_body.py`). Decoding is greedy for both, fixed before any run (no temperature is tuned):
 MDLM with MaskGIT, one token per call, most confident first, given the true body length; CM3 left to
-right after `<mask:0>` until `<eos>` (at most 8 tokens over the true length).
+right after `<mask:0>` until `<eos>` (at most 8 tokens over the true length). CM3's body rows end in a
+random number of <eos> (1..1 + `--spare`), with the window shorter by as many tokens: rows that always end
+their body's <eos> at the last place teach a causal model to stop by position, and the test windows
+are `--slack` tokens shorter than the training ones.
 
     .venv/bin/python benchmarks/infill_code.py                  # 3 seeds; runs/infill_code/table.md
     .venv/bin/python benchmarks/infill_code.py --seeds 0 --steps 30 --runs /tmp/infill_try
@@ -68,6 +71,8 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--per-file", type=int, default=8, help="training bodies per training file")
     p.add_argument("--train-max-hidden", type=int, default=60)
     p.add_argument("--slack", type=int, default=8, help="CM3 may write this many tokens over the true body")
+    p.add_argument("--spare", type=int, default=8, help="CM3 body rows end in 1..1+SPARE <eos>, drawn per row, so "
+                   "the first <eos> is not always at the last place (0: always there, as before this option)")
     return p.parse_args()
 
 
@@ -82,11 +87,13 @@ def training_data(corpus: code.CodeCorpus, args) -> dict[str, dict]:
         raise ValueError("a training chunk holds a sentinel: CM3 rows could not be told apart")
     repeat = max(1, round(args.body_share / (1 - args.body_share) * len(plain) / len(cases)))
     windows, body = code_bodies.body_windows(cases, args.length)
-    cm3_rows = code_bodies.cm3_body_rows(cases, args.length, sentinels[0], corpus.tokenizer.eos_id)
+    g = torch.Generator().manual_seed(0)  # each repeat of a body row draws its own spare <eos>
+    cm3_rows = torch.cat([code_bodies.cm3_body_rows(cases, args.length, sentinels[0], corpus.tokenizer.eos_id,
+                                                    args.spare, g) for _ in range(repeat)])
     given = torch.cat([torch.zeros_like(plain, dtype=torch.bool), (~body).repeat(repeat, 1)])
     print(f"training: {len(plain)} chunks + {len(cases)} function bodies of training files x {repeat}", flush=True)
     return {"mdlm": {"tokens": torch.cat([plain, windows.repeat(repeat, 1)]), "prompt": given},
-            "cm3": {"tokens": torch.cat([plain, cm3_rows.repeat(repeat, 1)])}}
+            "cm3": {"tokens": torch.cat([plain, cm3_rows])}}
 
 
 def build(method: str, seed: int, args, tokenizer: code.CodeTokenizer) -> torch.nn.Module:

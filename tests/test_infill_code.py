@@ -84,6 +84,34 @@ def test_cm3_body_rows_move_the_whole_body_to_the_end(tokenizers):
         assert source[cut + 1 :] == c.ids[b : b + len(source) - cut - 1]
 
 
+def test_cm3_body_rows_with_spare_end_in_eos_at_varied_places(tokenizers):
+    """spare r: the window is r tokens shorter and r more <eos> follow, so the first <eos> is not always
+    at the last place (a causal model would learn to stop by position); every r in 0..spare occurs."""
+    tok = tokenizers[0]
+    s, eos, spare, length = tok.sentinel_ids[0], tok.eos_id, 3, LENGTH + 8
+    cases = cases_of(tok)
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(20):
+        for c, row in zip(cases, code_bodies.cm3_body_rows(cases, length, s, eos, spare, g).tolist(), strict=True):
+            a, b = c.hidden
+            k = b - a
+            first = row.index(eos)
+            r = length - 1 - first
+            seen.add(r)
+            assert 0 <= r <= spare and row[first:] == [eos] * (r + 1)
+            assert row[first - k - 1 : first] == [s] + c.ids[a:b]
+            lo, hi = code_eval.window_of(c, length - 3 - r, k)
+            source = row[: first - k - 1]
+            assert source == c.ids[lo:a] + [s] + c.ids[b:hi]
+    assert seen == set(range(spare + 1))
+    same = code_bodies.cm3_body_rows(cases, length, s, eos)
+    assert torch.equal(code_bodies.cm3_body_rows(cases, length, s, eos, 0, g), same)
+    assert (same[:, -1] == eos).all()
+    with pytest.raises(ValueError, match="spare"):
+        code_bodies.cm3_body_rows(cases, length, s, eos, -1)
+
+
 def test_body_causal_masking_keeps_rewritten_rows_and_rewrites_the_rest(tokenizers):
     tok = tokenizers[0]
     rows = code_bodies.cm3_body_rows(cases_of(tok), LENGTH, tok.sentinel_ids[0], tok.eos_id)

@@ -42,13 +42,24 @@ def body_windows(cases: list[InfillCase], length: int) -> tuple[torch.Tensor, to
     return torch.stack(tokens), body
 
 
-def cm3_body_rows(cases: list[InfillCase], length: int, sentinel: int, eos: int) -> torch.Tensor:
-    """Long[M, length]: each case's window of `length - 3` tokens rewritten by CM3 with its body as the
-    one span (`cm3_transform`): source with <mask:0> for the body, then <mask:0> body <eos>, which
-    fits `length` whole (a random CM3 span near the end is cut by truncation; a body never is)."""
+def cm3_body_rows(cases: list[InfillCase], length: int, sentinel: int, eos: int, spare: int = 0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Long[M, length]: each case's window rewritten by CM3 with its body as the one span
+    (`cm3_transform`): source with <mask:0> for the body, then <mask:0> body <eos>, which fits `length`
+    whole (a random CM3 span near the end is cut by truncation; a body never is).
+
+    The window holds `length - 3 - r` tokens and the row ends in r more <eos>, r uniform in 0..`spare`
+    for each row (drawn from `generator`). With r = 0 always, the first <eos> of every body row sits
+    at the last place, so a causal model learns to stop by position: given a shorter window at test
+    time it writes on to the end (the true length plus the difference) instead of stopping after the
+    body. `spare` should cover the room a test window leaves."""
+    if spare < 0:
+        raise ValueError(f"spare must be >= 0, got {spare}")
     rows = []
     for c in cases:
-        lo, hi = window_of(c, length - 3, c.hidden[1] - c.hidden[0])
+        r = int(torch.randint(spare + 1, (), generator=generator)) if spare else 0
+        lo, hi = window_of(c, length - 3 - r, c.hidden[1] - c.hidden[0])
         span = (c.hidden[0] - lo, c.hidden[1] - lo)
-        rows.append(cm3_transform(torch.tensor(c.ids[lo:hi]), [span], (sentinel,), eos))
+        row = cm3_transform(torch.tensor(c.ids[lo:hi]), [span], (sentinel,), eos)
+        rows.append(torch.cat([row, row.new_full((r,), eos)]))
     return torch.stack(rows)
