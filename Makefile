@@ -22,11 +22,12 @@ $(DEV): $(CORE)
 demo: $(CORE)
 	$(BIN)/unmask train digits --out runs/digits
 
+# one test process per CPU core, a whole file per process (module fixtures are built once)
 test: $(DEV)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 test-all: $(DEV)
-	$(BIN)/python -m pytest -q -m ''
+	$(BIN)/python -m pytest -q -n auto --dist loadfile -m ''
 
 lint: $(DEV)
 	$(BIN)/ruff check src tests benchmarks
