@@ -11,8 +11,9 @@ one Trainer. Its learning rate was chosen ONCE, for the MLM baseline at seed 0, 
 20% of the TRAINING files (grid in FT_LRS), then used unchanged for every method and seed.
 
 Budget: width 64, depth 2, 2 heads, windows of 64 tokens, a 2,048-token BPE, batch 32. ELECTRA, AR and
-AR+MEAP pretrain for --steps; every MLM run (plain, EMD, n-gram, entity) for the steps of equal training
-FLOPs to ELECTRA (`code_report.train_flops`), as in docs/code.md. Seeds 0 1 2 seed pretraining and
+AR+MEAP pretrain for --steps; every MLM run (plain, EMD, n-gram, entity) and ELECTRA with a generator as
+wide as the discriminator (`electra-fullgen`; ELECTRA's default is a quarter, 16 wide here) for the steps
+of equal training FLOPs to ELECTRA (`code_report.train_flops`), as in docs/code.md. Seeds 0 1 2 seed pretraining and
 fine-tuning alike.
 
     .venv/bin/python benchmarks/code_finetune.py                       # 3 seeds; runs/code_finetune/
@@ -51,6 +52,7 @@ METHODS = {
     "random": (MlmCode, [], "mlm", False),
     "mlm": (MlmCode, [], "mlm", True),
     "electra": (ElectraCode, [], "mlm", True),
+    "electra-fullgen": (ElectraCode, ["model.generator_share=1.0"], "mlm", True),
     "mlm-emd": (MlmCode, ["model.emd=true"], "mlm", True),
     "mlm-ngram": (MlmCode, ["objective.masker=ngram"], "mlm", True),
     "mlm-entity": (MlmCode, ["objective.masker=entity"], "mlm", True),
@@ -58,7 +60,8 @@ METHODS = {
     "ar": (ArCode, [], "ar", True),
     "ar-meap": (ArCode, ["objective.meap=true"], "ar", True),
 }
-PAPER = {"electra": "P36", "mlm-emd": "P10", "mlm-ngram": "P73", "mlm-entity": "P19", "ar-meap": "P12"}
+PAPER = {"electra": "P36", "electra-fullgen": "P36", "mlm-emd": "P10", "mlm-ngram": "P73", "mlm-entity": "P19",
+         "ar-meap": "P12"}
 
 
 def backbone_of(objective):
@@ -74,8 +77,7 @@ def pretrained(name: str, seed: int, steps: dict, out: Path, tokenizer: Path):
     """(recipe, objective) of `name` at `seed`: trained (or resumed) in out/name-sSEED/pretrain, or at
     its seeded initial weights for the random-init floors."""
     cls, extra, _, trains = METHODS[name]
-    n = steps["electra"] if cls is not MlmCode else steps["mlm"]
-    recipe = cls().with_overrides(SHARED + extra + [f"train.steps={n}", f"train.seed={seed}",
+    recipe = cls().with_overrides(SHARED + extra + [f"train.steps={steps[name]}", f"train.seed={seed}",
                                                     f"data.tokenizer={tokenizer}"])
     objective = recipe.objective()
     if trains:
@@ -84,6 +86,18 @@ def pretrained(name: str, seed: int, steps: dict, out: Path, tokenizer: Path):
         recipe.prepare(run, objective, data)
         objective = recipe.fit(run, objective, data)
     return recipe, objective.eval()
+
+
+def pretrain_steps(budget: int, mlm: MlmCode) -> dict[str, int]:
+    """Each method's pretraining steps: ELECTRA, AR and AR+MEAP `budget`; every other ELECTRA (a wider
+    generator) and every MLM run the steps of ELECTRA's training FLOPs at `budget` (`train_flops`)."""
+    electra = train_flops(ElectraCode().with_overrides(SHARED))
+    out = {}
+    for name, (cls, extra, _, _) in METHODS.items():
+        flops = train_flops(mlm if cls is MlmCode else cls().with_overrides(SHARED + extra))
+        out[name] = budget if cls is ArCode or (cls is ElectraCode and not extra) else round(budget * electra / flops)
+        print(f"  {name}: {flops:.3g} training FLOPs per step", flush=True)
+    return out
 
 
 def choose_lr(corpus, steps: dict, args, tokenizer: Path) -> float:
@@ -117,7 +131,7 @@ def measure(name: str, seed: int, corpus, steps: dict, lr: float, args, tokenize
     result = {"finetune_accuracy": ft.accuracy, "finetune_balanced": ft.balanced_accuracy,
               "probe_accuracy": probe["probe_accuracy"], "majority": ft.majority,
               "classes": ft.classes, "train_chunks": ft.train_examples, "test_chunks": ft.scored_examples,
-              "pretrain_steps": steps["mlm" if METHODS[name][0] is MlmCode else "electra"] * METHODS[name][3],
+              "pretrain_steps": steps[name] * METHODS[name][3],
               "cpu_seconds": time.process_time() - t}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
@@ -161,10 +175,8 @@ def main(argv=None):
     tokenizer = args.out / "tokenizer.json"
     base = MlmCode().with_overrides(SHARED)
     corpus = base.corpus(Run(args.out))  # trains the shared tokenizer once
-    flops = {"electra": train_flops(ElectraCode().with_overrides(SHARED)), "mlm": train_flops(base)}
-    steps = {"electra": args.steps, "mlm": round(args.steps * flops["electra"] / flops["mlm"])}
-    print(f"pretraining steps: electra/ar/ar-meap {steps['electra']}, mlm runs {steps['mlm']} "
-          f"(FLOPs per step: electra {flops['electra']:.3g}, mlm {flops['mlm']:.3g})", flush=True)
+    steps = pretrain_steps(args.steps, base)
+    print("pretraining steps: " + ", ".join(f"{n} {k}" for n, k in steps.items()), flush=True)
     lr = choose_lr(corpus, steps, args, tokenizer)
     print(f"fine-tuning: {args.ft_steps} steps, batch 32, lr {lr} (chosen on validation files, MLM seed 0)", flush=True)
     names = [n for n in args.methods.split(",") if n]
