@@ -22,12 +22,13 @@ $(DEV): $(CORE)
 demo: $(CORE)
 	$(BIN)/unmask train digits --out runs/digits
 
-# one test process per CPU core, a whole file per process (module fixtures are built once)
+# one test process per CPU core (at most 8: each holds its own copy of the data it loads), a whole
+# file per process (module fixtures are built once)
 test: $(DEV)
-	$(BIN)/python -m pytest -q -n auto --dist loadfile
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 8 --dist loadfile
 
 test-all: $(DEV)
-	$(BIN)/python -m pytest -q -n auto --dist loadfile -m ''
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 8 --dist loadfile -m ''
 
 lint: $(DEV)
 	$(BIN)/ruff check src tests benchmarks
