@@ -7,13 +7,14 @@ import torch
 pytest.importorskip("pybullet_data")
 pytest.importorskip("PIL")
 
+from unmask.data import motion  # noqa: E402
 from unmask.errors import UnmaskError  # noqa: E402
 from unmask.layout import Layout  # noqa: E402
 from unmask.masking import RandomMask  # noqa: E402
 from unmask.nn import MaskedTokenModel, ModelConfig  # noqa: E402
 from unmask.objectives.mmm import MMMTokenModeling  # noqa: E402
 from unmask.recipes import Run, get  # noqa: E402
-from unmask.recipes.motion import interpolate  # noqa: E402
+from unmask.recipes.motion import interpolate, slerp_positions  # noqa: E402
 
 
 def mmm(score_all=True):
@@ -50,6 +51,22 @@ def test_interpolation_baseline_by_hand():
     out = interpolate(x, 2)  # frames 2, 3 between frame 1 and frame 4
     assert torch.allclose(out[0, 2:4], torch.tensor([[2.0, 1.0], [3.0, 2.0]]))
     assert torch.equal(out[0, [0, 1, 4, 5]], x[0, [0, 1, 4, 5]])
+
+
+def test_slerp_baseline_keeps_the_given_frames_and_each_window_apart():
+    """Frames outside the gap are the window's own joint positions; each window of a batch gets what it
+    gets alone (a batched interpolation that read another window's end frames would not)."""
+    walk = motion.clip_features()[motion.CLIPS.index("walk")]
+    x = torch.stack([walk[i:i + 12] for i in (0, 4, 9, 14)])
+    k = 3
+    out = slerp_positions(x, k)
+    truth = motion.joint_positions(x.double())
+    assert out.shape == truth.shape and out.dtype == torch.float64
+    assert torch.equal(out[:, :k], truth[:, :k])
+    assert torch.allclose(out[:, 12 - k:], truth[:, 12 - k:], atol=1e-12)  # the root path is summed up to them
+    for m in range(len(x)):
+        assert torch.equal(out[m], slerp_positions(x[m:m + 1], k)[0])
+    assert (out[:, k:12 - k] - truth[:, k:12 - k]).abs().amax() > 1e-3  # the gap is interpolated, not copied
 
 
 @pytest.fixture(scope="module")
