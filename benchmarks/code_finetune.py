@@ -89,14 +89,21 @@ def pretrained(name: str, seed: int, steps: dict, out: Path, tokenizer: Path):
 
 
 def pretrain_steps(budget: int, mlm: MlmCode) -> dict[str, int]:
-    """Each method's pretraining steps: ELECTRA, AR and AR+MEAP `budget`; every other ELECTRA (a wider
-    generator) and every MLM run the steps of ELECTRA's training FLOPs at `budget` (`train_flops`)."""
+    """Each method's pretraining steps: ELECTRA, AR and AR+MEAP `budget`; every MLM run, and ELECTRA with a
+    wider generator, the steps of ELECTRA's training FLOPs at `budget` (`train_flops`)."""
     electra = train_flops(ElectraCode().with_overrides(SHARED))
+    flops = {"mlm": train_flops(mlm)}  # every MLM variant costs what plain MLM does
     out = {}
     for name, (cls, extra, _, _) in METHODS.items():
-        flops = train_flops(mlm if cls is MlmCode else cls().with_overrides(SHARED + extra))
-        out[name] = budget if cls is ArCode or (cls is ElectraCode and not extra) else round(budget * electra / flops)
-        print(f"  {name}: {flops:.3g} training FLOPs per step", flush=True)
+        if cls is MlmCode:
+            out[name] = round(budget * electra / flops["mlm"])
+        elif cls is ElectraCode and extra:
+            flops[name] = train_flops(cls().with_overrides(SHARED + extra))
+            out[name] = round(budget * electra / flops[name])
+        else:
+            out[name] = budget
+    print(f"training FLOPs per step: electra {electra:.3g}, "
+          + ", ".join(f"{k} {v:.3g}" for k, v in flops.items()), flush=True)
     return out
 
 

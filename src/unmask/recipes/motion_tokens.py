@@ -104,10 +104,7 @@ def stored_motion_tokens(run: Run, tokenizer: MotionTokenizer, split: str, frame
 def joint_errors(x: torch.Tensor, reference: torch.Tensor, frames: slice = slice(None)) -> torch.Tensor:
     """Float[M, T, F] twice -> Float[M, t, J]: each joint's distance in metres after forward kinematics
     (both from the origin), over the frames `frames`."""
-    def positions(f):
-        return motion.joint_positions(f.double())
-
-    return (positions(x) - positions(reference))[:, frames].norm(dim=-1)
+    return (motion.joint_positions(x.double()) - motion.joint_positions(reference.double()))[:, frames].norm(dim=-1)
 
 
 def part_errors(errors: torch.Tensor, prefix: str) -> dict[str, float]:
