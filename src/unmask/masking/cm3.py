@@ -10,8 +10,13 @@ whole document as context.
 Spans follow metaseq's `CausalMaskedDataset`: n ~ Poisson(lam) clamped to [0, max_spans]; a span's two
 endpoints are uniform on [0, 1] scaled to the length (start rounded down, end rounded to nearest); for
 n > 1, n^2 candidates are drawn and non-overlapping ones kept greedily until n; empty spans are
-dropped; spans are sorted by start. The example is truncated to the window length and trained with
-ordinary next-token prediction over every position (`objectives/autoregressive.py`).
+dropped; spans are sorted by start. The example is truncated to the window length, as metaseq's is
+(to `tokens_per_sample`), and trained with ordinary next-token prediction over every position
+(`objectives/autoregressive.py`). With n spans the example is 3n tokens longer than the window, so
+the truncation always cuts its last 3n tokens: the last span's `<eos>` and the 3n - 1 tokens before
+it (with a short last span, its sentinel and earlier spans' tokens too). A model therefore sees
+`<eos>` only after the earlier spans; rows that must teach where an infill stops are built whole
+(`masking/cm3_body.py`).
 """
 
 from __future__ import annotations
