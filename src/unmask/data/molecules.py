@@ -17,7 +17,9 @@ tokens gives back the string exactly. One vocabulary serves SAFE and SMILES: id 
 the `vocab_size - 1` tokens most frequent in the training split's SAFE and SMILES strings (ties by
 token); ids left over are named `<unused:i>` and never occur in data. A molecule whose SAFE or SMILES
 string is longer than `length` tokens, or holds a token outside the vocabulary, is dropped and
-counted. Rows are padded with `<pad>` to `length` tokens.
+counted. Rows are padded with `<pad>` to `length` tokens. With `attachment_tokens` the SAFE strings
+are written as bracket SAFE (GenMol V2, `data/safe_attachments.py`): each ring-closure digit that
+joins two fragments is an attachment token `<n>` of its own.
 
 Split: a molecule is held out when the SHA-1 of its canonical SMILES falls in the lowest
 `held_out_share` of the hash range, so the split never depends on which other molecules exist.
