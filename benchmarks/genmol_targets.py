@@ -23,6 +23,8 @@ from held-out molecules) at GenMol's fragment settings (temperature 1.2, randomn
 
     .venv/bin/python benchmarks/genmol_targets.py --steps 3000 --warmup 50 --samples 1000 --augment 16 \
         --runs runs/genmol_targets_3000_aug16                         # 16 spellings of each molecule
+    .venv/bin/python benchmarks/genmol_targets.py --steps 3000 --warmup 50 --samples 1000 --attachment-tokens \
+        --methods genmol --runs runs/genmol_targets_3000_brackets --denovo-grid 1.0:0.5 0.5:2.0   # bracket SAFE
 
 `--attachment-tokens` writes the SAFE strings as bracket SAFE (GenMol V2, `data.safe_attachments`):
 each ring-closure digit that joins two fragments is its own token `<n>`. The molecules and the
