@@ -90,6 +90,12 @@ def denovo_scores(texts: list[str], fixed: list[str | None] | None, training: se
     return scores
 
 
+def genmol_denovo(model, mols, samples: int, temperature: float, randomness: float, seed: int) -> dict:
+    """GenMol's de novo scores of `samples` SAFE strings drawn at (temperature, randomness)."""
+    texts = design.denovo(model, mols, samples, temperature, randomness, seed)
+    return denovo_scores(texts, [decode_safe_fixed(t) for t in texts], set(mols.train.smiles), safe=True)
+
+
 @torch.no_grad()
 def evaluate(method: str, objective, mols, args, seed: int) -> dict:
     model = objective.model.eval()
@@ -100,9 +106,7 @@ def evaluate(method: str, objective, mols, args, seed: int) -> dict:
             texts = design.ar_denovo(model, mols, args.samples, temp, seed)
             out |= {f"T{temp}_{k}": v for k, v in denovo_scores(texts, None, training, safe=False).items()}
         return out
-    texts = design.denovo(model, mols, args.samples, 0.5, 0.5, seed)
-    fixed = [decode_safe_fixed(t) for t in texts]
-    out |= {f"T0.5_{k}": v for k, v in denovo_scores(texts, fixed, training, safe=True).items()}
+    out |= {f"T0.5_{k}": v for k, v in genmol_denovo(model, mols, args.samples, 0.5, 0.5, seed).items()}
     for task in ft.TASKS:
         cases = ft.design_cases(mols, task, args.cases, seed)
         res = ft.run_task(model, mols, cases, args.per_case, 1.2, 2.0, seed)
@@ -139,23 +143,24 @@ def run_one(method: str, seed: int, args, mols, cfg) -> dict:
 
 
 @torch.no_grad()
-def grid_one(seed: int, setting: str, args, mols, cfg) -> dict:
-    """GenMol's de novo scores at one more sampler setting "T:R" (softmax temperature, randomness),
-    from the run's final checkpoint; kept in METHOD-sSEED/denovo_grid.json and reused."""
+def grid_one(seed: int, settings: dict[str, tuple[float, float]], args, mols, cfg) -> dict[str, dict]:
+    """GenMol's de novo scores at more sampler settings {"T:R": (temperature, randomness)}, from the
+    run's final checkpoint (read once); kept in genmol-sSEED/denovo_grid.json and reused."""
     folder = args.runs / f"genmol-s{seed}"
     cache = folder / "denovo_grid.json"
     known = json.loads(cache.read_text()) if cache.exists() else {}
-    if setting not in known:
+    missing = [name for name in settings if name not in known]
+    if missing:
         ckpt = latest_checkpoint(folder)
         if ckpt is None:
             raise SystemExit(f"--denovo-grid reads trained runs: {folder} has no checkpoint")
         objective = build("genmol", seed, cfg)
         objective.load_state_dict(load_checkpoint(ckpt)[0]["model"])
-        temperature, randomness = (float(x) for x in setting.split(":"))
-        texts = design.denovo(objective.model.eval(), mols, args.samples, temperature, randomness, seed)
-        known[setting] = denovo_scores(texts, [decode_safe_fixed(t) for t in texts], set(mols.train.smiles), True)
+        model = objective.model.eval()
+        for name in missing:
+            known[name] = genmol_denovo(model, mols, args.samples, *settings[name], seed)
         cache.write_text(json.dumps(known, indent=1))
-    return known[setting]
+    return {name: known[name] for name in settings}
 
 
 def grid_table(grid: dict[str, list[dict]]) -> str:
@@ -235,11 +240,13 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--runs", type=Path, default=Path("runs/genmol_targets"))
     args = p.parse_args()
-    for setting in args.denovo_grid:
+    settings = {}  # "T:R" -> (temperature, randomness)
+    for name in args.denovo_grid:
         try:
-            temperature, randomness = (float(x) for x in setting.split(":"))
+            temperature, randomness = (float(x) for x in name.split(":"))
         except ValueError:
-            p.error(f"--denovo-grid takes TEMPERATURE:RANDOMNESS, two numbers, got {setting!r}")
+            p.error(f"--denovo-grid takes TEMPERATURE:RANDOMNESS, two numbers, got {name!r}")
+        settings[name] = (temperature, randomness)
     torch.set_num_threads(1)
     print(describe(), flush=True)
     c0 = time.process_time()
@@ -253,8 +260,8 @@ def main() -> None:
         print(text)
     if args.denovo_grid and "genmol" in results:
         own = [{k.removeprefix("T0.5_"): v for k, v in r.items() if k.startswith("T0.5_")} for r in results["genmol"]]
-        grid = {"0.5:0.5 (GenMol's)": own} | {s: [grid_one(seed, s, args, mols, cfg) for seed in args.seeds]
-                                               for s in args.denovo_grid}
+        per_seed = [grid_one(seed, settings, args, mols, cfg) for seed in args.seeds]
+        grid = {"0.5:0.5 (GenMol's)": own} | {name: [scores[name] for scores in per_seed] for name in settings}
         text = grid_table(grid)
         (args.runs / "denovo_grid.md").write_text(text)
         print(text)
