@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from unmask.sampling import categorical, inverse_cdf
+from unmask.sampling.categorical import categorical_logp
 
 
 @pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
@@ -86,3 +87,102 @@ def test_long_tail_race():
         return (x - torch.log(-torch.log(u))).argmax(-1)
 
     assert _race(naive32, 2**16, 19.5, 40_000, 500) == 0
+
+
+def _midpoints(logits: torch.Tensor, temperature: float, least: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The middle of each token's interval of u under the float64 softmax, for tokens whose interval
+    is wider than `least`; returns (u, the token that owns it)."""
+    p = torch.softmax(logits.double() / temperature, -1)
+    ends = p.cumsum(-1)
+    mids = ends - p / 2
+    keep = p > least
+    return mids[keep], torch.nonzero(keep).squeeze(1)
+
+
+@pytest.mark.parametrize("v", [7, 1000, 1024, 5000])
+@pytest.mark.parametrize("temperature", [1.0, 0.3])
+def test_every_token_owns_its_interval_across_chunks(v, temperature):
+    """The draw finds a chunk of about sqrt(V) tokens, then the token inside it: the middle of every
+    token's interval (under the float64 softmax) must return that token, whatever chunk it is in,
+    at the edges of chunks and in a last chunk that is only partly filled (V = 1000, 5000). A wrong
+    chunk offset or a lost chunk fails here. Some tokens are -inf. Float32 weights are right to a
+    relative 1e-7 each, so an interval may move by 1e-7 of the mass before it: tokens of probability
+    above 1e-6 are checked here, the tail in the test below."""
+    g = torch.Generator().manual_seed(v)
+    logits = torch.randn(v, generator=g) * 2
+    logits[torch.randperm(v, generator=g)[: v // 5]] = float("-inf")
+    logits[int(logits.argmax())] = 3.0  # at least one finite token
+    u, owner = _midpoints(logits, temperature, 1e-6)
+    assert len(u) >= min(v // 2, 50)
+    drawn = inverse_cdf(logits.expand(len(u), -1), u, temperature)
+    assert torch.equal(drawn, owner)
+
+
+@pytest.mark.parametrize("v", [1000, 1024])
+def test_a_tail_18_nats_down_keeps_every_interval(v):
+    """V - 1 tokens 18 nats below the last one, each of probability about 1.5e-8 and in every chunk:
+    the middle of each one's interval returns it (float32 Gumbel noise could never pick them)."""
+    logits = torch.full((v,), -18.0)
+    logits[-1] = 0.0
+    u, owner = _midpoints(logits, 1.0, 0.0)
+    drawn = inverse_cdf(logits.expand(len(u), -1), u)
+    assert len(u) == v and torch.equal(drawn, owner)
+
+
+def test_whole_chunks_of_zero_weight_are_never_drawn():
+    """V = 1024 in chunks of 32: chunks 1 to 30 are -inf; u at the very ends of the live intervals and
+    at the top of the range lands on a live token, never inside a dead chunk."""
+    logits = torch.full((1024,), float("-inf"))
+    logits[:32] = 0.0
+    logits[992:] = 0.0
+    u = torch.tensor([0.0, 0.5 - 2**-53, 0.5, 0.5 + 2**-53, 1 - 2**-53], dtype=torch.float64)
+    drawn = inverse_cdf(logits.expand(len(u), -1), u).tolist()
+    assert drawn == [0, 31, 992, 992, 1023]
+
+
+def test_half_precision_logits_draw_as_their_float32_values():
+    """Narrow logits are shifted in float32: the same tokens and log-probabilities as their exact
+    float32 copies (shifting in bfloat16 would round the weights)."""
+    logits = (torch.randn(300, 1000, generator=torch.Generator().manual_seed(0)) * 4).bfloat16()
+    a = categorical_logp(logits, 0.7, torch.Generator().manual_seed(1))
+    b = categorical_logp(logits.float(), 0.7, torch.Generator().manual_seed(1))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log_probability_of_the_drawn_token(dtype):
+    """Beside each token, log softmax(logits / T) at it, from float32 weights summed in float64 (1e-6)
+    or float64 weights (1e-12)."""
+    logits = (torch.randn(200, 1000, generator=torch.Generator().manual_seed(3)) * 3).to(dtype)
+    tokens, logp = categorical_logp(logits, 0.6, torch.Generator().manual_seed(4))
+    reference = (logits.double() / 0.6).log_softmax(-1).gather(1, tokens[:, None]).squeeze(1)
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(logp, reference, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("v", [1000, 1024])
+def test_a_row_draws_the_same_alone_and_among_others(v):
+    """A row's token and log-probability do not depend on its batch mates (the weights' exp and the
+    chunk sums give an element the same value wherever it sits)."""
+    logits = torch.randn(300, v, generator=torch.Generator().manual_seed(7)) * 3
+    together = categorical_logp(logits, 0.8, torch.Generator().manual_seed(8))
+    state = torch.Generator().manual_seed(8)
+    alone = [categorical_logp(logits[i : i + 1], 0.8, state) for i in range(300)]
+    assert torch.equal(together[0], torch.cat([a[0] for a in alone]))
+    assert torch.equal(together[1], torch.cat([a[1] for a in alone]))
+
+
+@pytest.mark.parametrize("dtype,floor", [(torch.float32, 87.0), (torch.float64, 708.0)])
+def test_shifted_weights_hand_computed(dtype, floor):
+    """exp((x - top) / T) - exp(-floor): a -inf logit and one beyond the floor weigh exactly 0 (the
+    fast exp path never meets a subnormal), the top weighs 1, others within a few ulps of that."""
+    from unmask.sampling.categorical import shifted_weights
+
+    x = torch.tensor([[0.0, -1.0, -40.0, float("-inf"), -(floor + 1) * 0.5, -(floor - 1) * 0.5, -1e4]], dtype=dtype)
+    w = shifted_weights(x, x.amax(-1, keepdim=True), 0.5, torch.empty_like(x))
+    assert w[0, 0] == 1 and w[0, 3] == 0 and w[0, 4] == 0 and w[0, 6] == 0
+    expected = torch.tensor([2.0, 80.0, floor - 1], dtype=torch.float64).neg().exp() - math.exp(-floor)
+    torch.testing.assert_close(w[0, [1, 2, 5]].double(), expected, rtol=1e-6, atol=0)
+    bf = x.float().bfloat16()
+    narrow = shifted_weights(bf, bf.amax(-1, keepdim=True), 0.5, torch.empty(bf.shape))
+    assert narrow[0, 3] == 0 and narrow[0, 0] == 1

@@ -3,9 +3,11 @@
 Float32 Gumbel noise cannot exceed about 16.6 (its uniforms have 2^-24 resolution), so a token whose
 logit is about 19.4 below the best can never win and the whole tail is under-sampled: a lower
 effective temperature (Zheng et al. 2024, "Masked diffusion models are secretly time-agnostic masked
-models and exploit inaccurate categorical sampling", P39). We draw by inverse CDF on float64
-probabilities with one float64 uniform per row: exact to float64 rounding, and one random number per
-row instead of one per (row, token).
+models and exploit inaccurate categorical sampling", P39). We draw by inverse CDF with one float64
+uniform per row (one random number per row instead of one per (row, token)), on float64 sums of the
+weights exp(logit - max): every token owns an interval of u as wide as its probability, to the
+logits' own precision, down to 87 nats below the best token for float32 logits (where a float32
+weight would turn subnormal) and 708 for float64 logits.
 """
 
 from __future__ import annotations
@@ -64,36 +66,93 @@ def inverse_cdf(logits: torch.Tensor, u: torch.Tensor, temperature: float = 1.0)
     return _inverse_cdf(logits, u, temperature)[0]
 
 
-# float64 rows are processed a few hundred at a time: a whole [M, V] float64 buffer is fresh memory
-# on every call and touching it costs more than the arithmetic; a block of about 1 MB stays in cache
+# rows are processed a few hundred at a time: a whole [M, V] buffer is fresh memory on every call and
+# touching it costs more than the arithmetic; a float64 block of about 1 MB (nucleus_draw) or a float32
+# block of about 2 MB (the inverse CDF) stays in cache
 _BLOCK_ELEMENTS = 2**17
+_DRAW_ELEMENTS = 2**19
+
+
+# exp(x) for x at or below a floor becomes exactly 0: a float32 (float64) exp whose result would be
+# subnormal, or whose input is -inf, takes a path many times slower on x86 CPUs, and a trained model's
+# tempered logits reach that far. The input is clamped at the floor, and exp(floor), computed by the
+# same kernel, is subtracted from every weight. exp(-87) is about 1.6e-38, the smallest normal float32
+_FLOOR = {torch.float32: -87.0, torch.float64: -708.0}
+_FLOOR_EXP: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _floor(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(floor, exp(floor)) as 0-dim tensors of `dtype` on `device`, exp by that device's own kernel."""
+    key = (dtype, device)
+    if key not in _FLOOR_EXP:
+        floor = torch.full((), _FLOOR[dtype], dtype=dtype, device=device)
+        _FLOOR_EXP[key] = floor, floor.exp()
+    return _FLOOR_EXP[key]
+
+
+def shifted_weights(block: torch.Tensor, top: torch.Tensor, temperature: float, out: torch.Tensor) -> torch.Tensor:
+    """exp((block - top) / temperature) - exp(floor), at least 0, written into `out` (block's shape,
+    float32 or float64; floor -87 or -708): a -inf logit weighs exactly 0, a token more than 87 nats
+    below the top of a float32 row (708 for float64) 0 too, and every other weight is off by at most
+    1.6e-38 (float32) of the top's. top: each row's max, [..., 1]. Every op here gives an element the
+    same value wherever it sits in the tensor, so a row's weights never depend on its batch mates (exp2
+    would be faster on a CPU, but its vectorised and scalar paths differ in the last bit)."""
+    if block.dtype == out.dtype:
+        torch.sub(block, top, out=out)
+    else:  # half-precision logits: shift in out's precision, not in theirs
+        out.copy_(block).sub_(top)
+    if temperature != 1:
+        out.div_(temperature)
+    floor, least = _floor(out.dtype, out.device)
+    return out.clamp_(min=floor).exp_().sub_(least).clamp_(min=0)
 
 
 def _inverse_cdf(logits: torch.Tensor, u: torch.Tensor, temperature: float,
                  index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draws for every row of logits [..., V], or for the rows `index` (Long[M]) of its flat view."""
+    """Draws for every row of logits [..., V], or for the rows `index` (Long[M]) of its flat view.
+
+    A row's weights are cut into chunks of C tokens; the chunk is found on the float64 cumulative sum
+    of the chunk totals, the token on the float64 cumulative sum inside that chunk, so only V / C + C
+    sums are sequential, not V. Weights are float32 for float32 (or narrower) logits, float64 for
+    float64 logits. A float32 weight carries the relative error of a few float32 ulps that the logit
+    itself carries (exp turns a logit's absolute error into the weight's relative error), and none is
+    cut off above 87 nats below the row's best token; every total is float64.
+    """
     v = logits.shape[-1]
-    flat, uf = logits.reshape(-1, v), u.reshape(-1)
+    flat, uf = logits.detach().reshape(-1, v), u.reshape(-1)
     m = flat.shape[0] if index is None else index.shape[0]
-    tokens = torch.empty(m, dtype=torch.long, device=logits.device)
-    logp = torch.empty(m, dtype=torch.float64, device=logits.device)
-    rows = max(16, _BLOCK_ELEMENTS // v)  # at least 16: a loop step per row costs more for huge V
+    device = logits.device
+    tokens = torch.empty(m, dtype=torch.long, device=device)
+    logp = torch.empty(m, dtype=torch.float64, device=device)
+    wide = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    size = min(v, 1 << max(5, v.bit_length() // 2))  # C about sqrt(V), at least 32: 32 for V = 1024
+    chunks = -(-v // size)
+    rows = max(16, _DRAW_ELEMENTS // v)  # at least 16: a loop step per row costs more for huge V
     for lo in range(0, m, rows):
         block = flat[lo : lo + rows] if index is None else flat.index_select(0, index[lo : lo + rows])
-        top = block.amax(-1, keepdim=True).double()  # the max needs no wider copy; amax skips the argmax
-        x = block.to(torch.float64, copy=True)  # never the caller's tensor: it is changed in place below
-        if temperature != 1:
-            x.div_(temperature)
-            top.div_(temperature)
-        cdf = x.sub_(top).exp_().cumsum_(-1)
-        total = cdf[:, -1:]
+        r = block.shape[0]
+        padded = torch.empty((r, chunks * size), dtype=wide, device=device)
+        padded[:, v:] = 0  # the last chunk's padding has no weight
+        top = block.amax(-1, keepdim=True)
+        shifted_weights(block, top, temperature, padded[:, :v])  # never the caller's tensor
+        grid = padded.view(r, chunks, size)
+        ends = grid.sum(-1).double().cumsum_(-1)  # [r, chunks]: where each chunk's interval of u ends
+        total = ends[:, -1:]
         # u * total rounded up to total would pick past the last token that has any mass
-        target = torch.minimum(uf[lo : lo + rows, None] * total, torch.nextafter(total, torch.zeros_like(total)))
-        # first index whose cdf exceeds the target; zero-probability tokens are flat steps, never chosen
-        picked = torch.searchsorted(cdf, target, right=True)
-        tokens[lo : lo + rows] = picked.squeeze(1)
-        chosen = block.gather(1, picked).double().div_(temperature)
-        logp[lo : lo + rows] = (chosen - top - total.log()).squeeze(1)
+        target = torch.minimum(uf[lo : lo + r, None] * total, torch.nextafter(total, torch.zeros_like(total)))
+        # the first chunk whose interval ends beyond the target; a chunk of no weight has an empty one
+        chunk = torch.searchsorted(ends, target, right=True)
+        start = torch.where(chunk > 0, ends.gather(1, (chunk - 1).clamp_(min=0)), 0.0)
+        share = (target - start) / (ends.gather(1, chunk) - start)  # how far into the chunk, in [0, 1)
+        # inside the chunk, the first token whose float64 cumulative sum exceeds that share of the
+        # chunk's; zero-weight tokens are flat steps, never chosen
+        inside = grid.gather(1, chunk[:, :, None].expand(r, 1, size)).squeeze(1).double().cumsum_(-1)
+        mass = inside[:, -1:]
+        rest = torch.minimum(share * mass, torch.nextafter(mass, torch.zeros_like(mass)))
+        picked = chunk * size + torch.searchsorted(inside, rest, right=True)
+        tokens[lo : lo + r] = picked.squeeze(1)
+        chosen = (block.gather(1, picked).double() - top.double()) / temperature
+        logp[lo : lo + r] = (chosen - total.log()).squeeze(1)
     shape = logits.shape[:-1] if index is None else index.shape
     return tokens.reshape(shape), logp.reshape(shape)
 
@@ -142,13 +201,13 @@ def nucleus_draw(
 
     The nucleus is a prefix of the tokens sorted by probability (ties by index), so the draw, its
     probability, the top-1 minus top-2 margin and the entropy of the renormalised nucleus are all read
-    in sorted order. On the CPU a row's top K tokens are found first (`topk`, K = 8 then 64, not a
+    in sorted order. On the CPU a row's top K tokens are found first (`_top_k`, K = 8 then 64, not a
     sort of all V); where the nucleus ends strictly inside them (its last token more likely than the
     K-th), they are the whole prefix, and the row is read from them; any other row is sorted whole
-    (and every row on an accelerator, where the sort is one kernel). Both read the same
-    float64 probabilities (normalised over the unsorted row), so which path a row takes never changes
-    its token or scores. Temperature 0: no scaling and the most likely token (the first, as argmax
-    breaks ties). One float64 uniform per row, as `categorical`; the same u picks a token by the CDF
+    (and every row on an accelerator, where the sort is one kernel). Both read the same weights
+    (`shifted_weights`: float32 exps of the shifted logits, float64 for float64 logits) over the same
+    total, in float64 from there on, so which path a row takes never changes its token or scores.
+    Temperature 0: no scaling and the most likely token (the first, as argmax breaks ties). One float64 uniform per row, as `categorical`; the same u picks a token by the CDF
     of the sorted nucleus, so draws match `categorical(nucleus(...))` in distribution, not token for token.
 
     logits: [..., V]; score: None, "probability", "margin" or "entropy" (nats, negated so that higher
@@ -163,7 +222,7 @@ def nucleus_draw(
     v = logits.shape[-1]
     if v == 0:
         raise ValueError("cannot draw from an empty vocabulary")
-    flat = logits.reshape(-1, v)
+    flat = logits.detach().reshape(-1, v)
     m, device = flat.shape[0], logits.device
     u = torch.rand(m, generator=generator, dtype=torch.float64, device=device) if temperature > 0 else None
     tokens = torch.empty(m, dtype=torch.long, device=device)
@@ -172,21 +231,24 @@ def nucleus_draw(
     # the top-K reads are for the CPU, where a sort of V is the cost; on an accelerator the sort is one
     # kernel, and choosing the rows to read again would wait for the device
     tiers = [k for k in _NUCLEUS_TOP_K if k < v] if top_p < 1 and device.type == "cpu" else []
+    wide = torch.float64 if logits.dtype == torch.float64 else torch.float32
     for lo in range(0, m, rows):
         block = flat[lo : lo + rows]
-        scaled = block.to(torch.float64, copy=True)  # never the caller's tensor: it is changed in place
-        if temperature not in (0, 1):
-            scaled.div_(temperature)
-        weights = scaled.sub_(scaled.amax(-1, keepdim=True)).exp_()  # exp(x - max x), every path reads these
-        norm = weights.sum(-1, keepdim=True)
+        # exp((x - max x) / T) in float32 (float64 for float64 logits), as the inverse CDF's; every path reads these
+        weights = torch.empty(block.shape, dtype=wide, device=device)  # never the caller's tensor
+        shifted_weights(block, block.amax(-1, keepdim=True), temperature or 1.0, weights)
+        norm = weights.sum(-1, keepdim=True).double()
         pending = torch.arange(len(block), device=device)
+        ordered = True  # pending is still 0, 1, ..., every row of the block in order
         if tiers:  # the nucleus's size n is at least top_p / max p, and top_p^2 / sum p^2 (Cauchy-Schwarz)
             least = top_p * norm[:, 0]
-            least = torch.maximum(least, least.square() / torch.linalg.vector_norm(weights, dim=-1).square())
+            least = torch.maximum(least, least.square() / torch.linalg.vector_norm(weights, dim=-1).double().square())
         for k in tiers:  # try K only where n may be below K
             low = least[pending] < k
             tried = pending[low]
-            values, order = block[tried].topk(k, dim=-1)
+            if len(tried) == 0:
+                continue
+            values, order = _top_k(block if ordered and len(tried) == len(block) else block[tried], k)
             order, by_index = order.sort(dim=-1)  # ties in id order, as the stable full sort puts them
             values, by_value = values.gather(-1, by_index).sort(dim=-1, descending=True, stable=True)
             order = order.gather(-1, by_value)
@@ -194,12 +256,43 @@ def nucleus_draw(
                                 scores, score)
             # right where the nucleus ends inside the K, its last token more likely than the K-th
             inside = ((kept < k) & (values.gather(1, kept - 1) > values[:, -1:])).squeeze(1)
-            pending = torch.cat((pending[~low], tried[~inside]))
-        order = block[pending].sort(dim=-1, descending=True, stable=True)[1]  # often no row left
-        _read_sorted(weights[pending[:, None], order] / norm[pending], order, top_p, u, lo + pending, tokens,
-                     scores, score)
+            pending, ordered = torch.cat((pending[~low], tried[~inside])), False
+        if len(pending) == 0:  # often no row is left
+            continue
+        if ordered:
+            order = block.sort(dim=-1, descending=True, stable=True)[1]
+            probs = weights.gather(1, order) / norm
+        else:
+            order = block[pending].sort(dim=-1, descending=True, stable=True)[1]
+            probs = weights[pending[:, None], order] / norm[pending]
+        _read_sorted(probs, order, top_p, u, lo + pending, tokens, scores, score)
     shape = logits.shape[:-1]
     return tokens.reshape(shape), None if scores is None else scores.reshape(shape)
+
+
+_TOP_K_CHUNK = 32
+
+
+def _top_k(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`block.topk(k)` up to ties at the k-th value, faster on a CPU for k far below V: the k chunks
+    of 32 tokens with the largest maxima are gathered and the top k read from them. Every token above
+    the k-th largest value t is in those chunks (at most k - 1 chunks hold such a token, and each beats
+    any chunk whose max is t or less), and the k-th value read is t itself, so the rows `nucleus_draw`
+    reads from a top-k (its nucleus ends above the k-th value) read the same tokens.
+    block: [r, V]. Returns (values, ids), [r, k] each, values in descending order."""
+    r, v = block.shape
+    size = _TOP_K_CHUNK
+    if 4 * k * size > v:  # few chunks: no gain
+        return block.topk(k, dim=-1)
+    chunks = -(-v // size)
+    if chunks * size != v:
+        block = torch.nn.functional.pad(block, (0, chunks * size - v), value=float("-inf"))
+    grid = block.view(r, chunks, size)
+    best = grid.amax(-1).topk(k, dim=-1)[1]  # [r, k]: the chunks with the largest maxima
+    candidates = grid.gather(1, best[:, :, None].expand(r, k, size)).view(r, k * size)
+    values, at = candidates.topk(k, dim=-1)
+    ids = best.gather(1, at // size) * size + at % size
+    return values, ids
 
 
 def _read_sorted(probs, order, top_p, u, rows, tokens, scores, score) -> torch.Tensor:
