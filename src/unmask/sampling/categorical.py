@@ -207,8 +207,9 @@ def nucleus_draw(
     (and every row on an accelerator, where the sort is one kernel). Both read the same weights
     (`shifted_weights`: float32 exps of the shifted logits, float64 for float64 logits) over the same
     total, in float64 from there on, so which path a row takes never changes its token or scores.
-    Temperature 0: no scaling and the most likely token (the first, as argmax breaks ties). One float64 uniform per row, as `categorical`; the same u picks a token by the CDF
-    of the sorted nucleus, so draws match `categorical(nucleus(...))` in distribution, not token for token.
+    Temperature 0: no scaling and the most likely token (the first, as argmax breaks ties). One float64
+    uniform per row, as `categorical`; the same u picks a token by the CDF of the sorted nucleus, so
+    draws match `categorical(nucleus(...))` in distribution, not token for token.
 
     logits: [..., V]; score: None, "probability", "margin" or "entropy" (nats, negated so that higher
     means surer), all under the renormalised nucleus. Returns (Long[...], Float64[...] or None).
