@@ -160,10 +160,11 @@ def test_log_probability_of_the_drawn_token(dtype):
     torch.testing.assert_close(logp, reference, rtol=0, atol=tol)
 
 
-@pytest.mark.parametrize("v", [1000, 1024])
+@pytest.mark.parametrize("v", [1000, 1024, 5000])
 def test_a_row_draws_the_same_alone_and_among_others(v):
     """A row's token and log-probability do not depend on its batch mates (the weights' exp and the
-    chunk sums give an element the same value wherever it sits)."""
+    chunk sums give an element the same value wherever it sits; at V = 5000 the 300 rows span three
+    blocks)."""
     logits = torch.randn(300, v, generator=torch.Generator().manual_seed(7)) * 3
     together = categorical_logp(logits, 0.8, torch.Generator().manual_seed(8))
     state = torch.Generator().manual_seed(8)

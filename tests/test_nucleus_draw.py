@@ -58,8 +58,8 @@ def test_single_token_nucleus_and_shapes():
 
 
 def test_many_rows_cross_block_boundaries():
-    """Rows are processed in blocks; every block must draw from its own rows."""
-    v = 4096
+    """Rows are processed in blocks (32 rows of 16384 here); every block must draw from its own rows."""
+    v = 16384
     logits = torch.full((100, v), -5.0)
     target = torch.arange(100) * 37 % v
     logits[torch.arange(100), target] = 20.0
@@ -194,3 +194,15 @@ def test_the_chunked_top_k_finds_every_token_above_the_k_th_value(v):
         above = ref_values > ref_values[:, -1:]
         for i in range(len(rows)):
             assert set(ids[i][above[i]].tolist()) == set(ref_ids[i][above[i]].tolist())
+
+
+@pytest.mark.parametrize("share", [0.4, 1.0])
+def test_where_draws_as_the_gathered_rows(share):
+    """`where=` draws the selected rows of the unflattened logits, the same tokens and scores as
+    drawing `logits[where]` with the same generator (rows across blocks; all rows selected too)."""
+    logits = torch.randn(3, 400, 1000, generator=torch.Generator().manual_seed(0)) * 6
+    where = torch.rand(3, 400, generator=torch.Generator().manual_seed(1)) < share
+    a = nucleus_draw(logits, 0.9, 0.5, torch.Generator().manual_seed(2), "margin", where)
+    b = nucleus_draw(logits[where], 0.9, 0.5, torch.Generator().manual_seed(2), "margin")
+    assert a[0].shape == (int(where.sum()),)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])

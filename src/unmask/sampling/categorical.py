@@ -67,10 +67,8 @@ def inverse_cdf(logits: torch.Tensor, u: torch.Tensor, temperature: float = 1.0)
 
 
 # rows are processed a few hundred at a time: a whole [M, V] buffer is fresh memory on every call and
-# touching it costs more than the arithmetic; a float64 block of about 1 MB (nucleus_draw) or a float32
-# block of about 2 MB (the inverse CDF) stays in cache
-_BLOCK_ELEMENTS = 2**17
-_DRAW_ELEMENTS = 2**19
+# touching it costs more than the arithmetic; a float32 block of about 2 MB stays in cache
+_BLOCK_ELEMENTS = 2**19
 
 
 # exp(x) for x at or below a floor becomes exactly 0: a float32 (float64) exp whose result would be
@@ -127,12 +125,14 @@ def _inverse_cdf(logits: torch.Tensor, u: torch.Tensor, temperature: float,
     wide = torch.float64 if logits.dtype == torch.float64 else torch.float32
     size = min(v, 1 << max(5, v.bit_length() // 2))  # C about sqrt(V), at least 32: 32 for V = 1024
     chunks = -(-v // size)
-    rows = max(16, _DRAW_ELEMENTS // v)  # at least 16: a loop step per row costs more for huge V
+    rows = max(16, _BLOCK_ELEMENTS // v)  # at least 16: a loop step per row costs more for huge V
+    # one buffer for every block (fresh memory costs more than the arithmetic); its padding has no weight
+    buffer = torch.empty((min(rows, m), chunks * size), dtype=wide, device=device)
+    buffer[:, v:] = 0
     for lo in range(0, m, rows):
         block = flat[lo : lo + rows] if index is None else flat.index_select(0, index[lo : lo + rows])
         r = block.shape[0]
-        padded = torch.empty((r, chunks * size), dtype=wide, device=device)
-        padded[:, v:] = 0  # the last chunk's padding has no weight
+        padded = buffer[:r]
         top = block.amax(-1, keepdim=True)
         shifted_weights(block, top, temperature, padded[:, :v])  # never the caller's tensor
         grid = padded.view(r, chunks, size)
@@ -195,7 +195,7 @@ _NUCLEUS_TOP_K = (8, 64)  # the top-K reads `nucleus_draw` tries, smallest first
 
 def nucleus_draw(
     logits: torch.Tensor, top_p: float, temperature: float = 1.0, generator: torch.Generator | None = None,
-    score: str | None = None,
+    score: str | None = None, where: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`categorical(nucleus(logits / temperature, top_p))`, read from the sorted nucleus, with no scatter back.
 
@@ -213,6 +213,8 @@ def nucleus_draw(
 
     logits: [..., V]; score: None, "probability", "margin" or "entropy" (nats, negated so that higher
     means surer), all under the renormalised nucleus. Returns (Long[...], Float64[...] or None).
+    where: Bool[...] (logits' leading shape): draw only there and return Long[M], Float64[M] in
+    row-major order, as `nucleus_draw(logits[where], ...)` would, without copying the logits.
     """
     if not temperature >= 0:  # NaN too
         raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -223,8 +225,12 @@ def nucleus_draw(
     v = logits.shape[-1]
     if v == 0:
         raise ValueError("cannot draw from an empty vocabulary")
-    flat = logits.detach().reshape(-1, v)
-    m, device = flat.shape[0], logits.device
+    flat, index = logits.detach().reshape(-1, v), None
+    if where is not None:
+        index = torch.nonzero(where.reshape(-1)).squeeze(1)
+        if index.numel() == flat.shape[0]:
+            index = None  # every row is drawn: no gather
+    m, device = (flat.shape[0] if index is None else index.shape[0]), logits.device
     u = torch.rand(m, generator=generator, dtype=torch.float64, device=device) if temperature > 0 else None
     tokens = torch.empty(m, dtype=torch.long, device=device)
     scores = torch.empty(m, dtype=torch.float64, device=device) if score else None
@@ -233,10 +239,11 @@ def nucleus_draw(
     # kernel, and choosing the rows to read again would wait for the device
     tiers = [k for k in _NUCLEUS_TOP_K if k < v] if top_p < 1 and device.type == "cpu" else []
     wide = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    buffer = torch.empty((min(rows, m), v), dtype=wide, device=device)  # one for every block
     for lo in range(0, m, rows):
-        block = flat[lo : lo + rows]
+        block = flat[lo : lo + rows] if index is None else flat.index_select(0, index[lo : lo + rows])
         # exp((x - max x) / T) in float32 (float64 for float64 logits), as the inverse CDF's; every path reads these
-        weights = torch.empty(block.shape, dtype=wide, device=device)  # never the caller's tensor
+        weights = buffer[: len(block)]  # never the caller's tensor
         shifted_weights(block, block.amax(-1, keepdim=True), temperature or 1.0, weights)
         norm = weights.sum(-1, keepdim=True).double()
         pending = torch.arange(len(block), device=device)
@@ -267,7 +274,7 @@ def nucleus_draw(
             order = block[pending].sort(dim=-1, descending=True, stable=True)[1]
             probs = weights[pending[:, None], order] / norm[pending]
         _read_sorted(probs, order, top_p, u, lo + pending, tokens, scores, score)
-    shape = logits.shape[:-1]
+    shape = logits.shape[:-1] if where is None else (m,)
     return tokens.reshape(shape), None if scores is None else scores.reshape(shape)
 
 

@@ -67,7 +67,7 @@ class DreamSampler:
         hidden = tokens == mask_id
         share = self.share(state.step)
         count = (hidden.sum(1).double() * share).floor().long() if share < 1 else hidden.sum(1)
-        drawn, score = nucleus_draw(logits[hidden], self.top_p, self.temperature, generator, ALGORITHMS[self.alg])
+        drawn, score = nucleus_draw(logits, self.top_p, self.temperature, generator, ALGORITHMS[self.alg], hidden)
         scores = torch.full(tokens.shape, float("-inf"), dtype=torch.float64, device=tokens.device)
         scores[hidden] = score
         commit = sample_top(scores, count, self.alg_temp, generator)
