@@ -187,3 +187,21 @@ def test_shifted_weights_hand_computed(dtype, floor):
     bf = x.float().bfloat16()
     narrow = shifted_weights(bf, bf.amax(-1, keepdim=True), 0.5, torch.empty(bf.shape))
     assert narrow[0, 3] == 0 and narrow[0, 0] == 1
+
+
+def test_first_argmax_is_argmax_with_ties_nan_and_dead_rows():
+    """The chunked argmax returns argmax's index on every row: ties across and inside chunks (the
+    first wins), a NaN (counted largest), all -inf, and shapes with leading dims; V not a multiple of
+    32 takes argmax itself."""
+    from unmask.sampling.categorical import first_argmax
+
+    g = torch.Generator().manual_seed(0)
+    for v in (256, 1024, 1000):
+        x = torch.randint(0, 5, (6, 7, v), generator=g).float()  # many ties
+        x[0, 0, :] = float("-inf")
+        x[0, 1, 300 % v] = float("nan")
+        x[0, 2, :] = 3.0
+        x[0, 3, v - 1] = 9.0
+        x[0, 4, 33] = x[0, 4, 65] = 9.0
+        assert torch.equal(first_argmax(x), x.argmax(-1))
+    assert first_argmax(torch.empty(0, 1024)).shape == (0,)
