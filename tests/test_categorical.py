@@ -205,3 +205,21 @@ def test_first_argmax_is_argmax_with_ties_nan_and_dead_rows():
         x[0, 4, 33] = x[0, 4, 65] = 9.0
         assert torch.equal(first_argmax(x), x.argmax(-1))
     assert first_argmax(torch.empty(0, 1024)).shape == (0,)
+
+
+def test_strided_logits_draw_as_their_contiguous_copy():
+    """Logits whose last dim is not contiguous (a transpose, a stepped slice) read the same as a
+    contiguous copy: the chunk views split the last dim whatever its stride."""
+    from unmask.sampling import nucleus_draw
+    from unmask.sampling.categorical import first_argmax
+
+    for x in (torch.randn(1024, 300, generator=torch.Generator().manual_seed(0)).t() * 4,
+              torch.randn(4, 300, 2048, generator=torch.Generator().manual_seed(1))[:, :, ::2] * 4):
+        y = x.contiguous()
+        assert torch.equal(first_argmax(x), y.argmax(-1))
+        a = categorical_logp(x, 0.7, torch.Generator().manual_seed(2))
+        b = categorical_logp(y, 0.7, torch.Generator().manual_seed(2))
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        c = nucleus_draw(x, 0.9, 0.5, torch.Generator().manual_seed(3), "entropy")
+        d = nucleus_draw(y, 0.9, 0.5, torch.Generator().manual_seed(3), "entropy")
+        assert torch.equal(c[0], d[0]) and torch.equal(c[1], d[1])
