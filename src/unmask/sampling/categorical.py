@@ -43,10 +43,8 @@ def categorical_logp(
     if logits.shape[-1] == 0:
         raise ValueError("cannot draw from an empty vocabulary")
     if where is not None:
-        rows = torch.nonzero(where.reshape(-1)).squeeze(1)
         flat = logits.reshape(-1, logits.shape[-1])
-        if rows.numel() == flat.shape[0]:
-            rows = None  # everything is drawn: no gather
+        rows = _drawn_rows(where, flat.shape[0])
     else:
         rows, flat = None, logits
     if temperature == 0 or logits.numel() == 0:
@@ -56,6 +54,18 @@ def categorical_logp(
     shape = logits.shape[:-1] if rows is None else rows.shape
     u = torch.rand(shape, generator=generator, dtype=torch.float64, device=logits.device)
     return _inverse_cdf(flat, u, temperature, rows)
+
+
+def _drawn_rows(where: torch.Tensor, rows: int) -> torch.Tensor | None:
+    """Long[M]: the True places of `where` as rows of the flattened logits (row-major), or None when
+    all `rows` are drawn, so that nothing is gathered."""
+    index = torch.nonzero(where.reshape(-1)).squeeze(1)
+    return None if index.numel() == rows else index
+
+
+def _chunks_at(grid: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+    """grid: [r, chunks, C]; at: Long[r, k] chunk indices. Returns [r, k, C], those chunks of each row."""
+    return grid.gather(1, at[:, :, None].expand(-1, -1, grid.shape[2]))
 
 
 _ARGMAX_CHUNK = 32
@@ -73,7 +83,7 @@ def first_argmax(logits: torch.Tensor) -> torch.Tensor:
     r, size = flat.shape[0], _ARGMAX_CHUNK
     grid = flat.view(r, v // size, size)
     chunk = grid.amax(-1).argmax(-1, keepdim=True)  # [r, 1]
-    inside = grid.gather(1, chunk[:, :, None].expand(r, 1, size)).squeeze(1).argmax(-1, keepdim=True)
+    inside = _chunks_at(grid, chunk).squeeze(1).argmax(-1, keepdim=True)
     return (chunk * size + inside).reshape(logits.shape[:-1])
 
 
@@ -94,17 +104,17 @@ _BLOCK_ELEMENTS = 2**19
 # subnormal, or whose input is -inf, takes a path many times slower on x86 CPUs, and a trained model's
 # tempered logits reach that far. The input is clamped at the floor, and exp(floor), computed by the
 # same kernel, is subtracted from every weight. exp(-87) is about 1.6e-38, the smallest normal float32
-_FLOOR = {torch.float32: -87.0, torch.float64: -708.0}
-_FLOOR_EXP: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+EXP_FLOOR = {torch.float32: -87.0, torch.float64: -708.0}
+_FLOOR_CACHE: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def _floor(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(floor, exp(floor)) as 0-dim tensors of `dtype` on `device`, exp by that device's own kernel."""
     key = (dtype, device)
-    if key not in _FLOOR_EXP:
-        floor = torch.full((), _FLOOR[dtype], dtype=dtype, device=device)
-        _FLOOR_EXP[key] = floor, floor.exp()
-    return _FLOOR_EXP[key]
+    if key not in _FLOOR_CACHE:
+        floor = torch.full((), EXP_FLOOR[dtype], dtype=dtype, device=device)
+        _FLOOR_CACHE[key] = floor, floor.exp()
+    return _FLOOR_CACHE[key]
 
 
 def shifted_weights(block: torch.Tensor, top: torch.Tensor, temperature: float, out: torch.Tensor) -> torch.Tensor:
@@ -159,17 +169,18 @@ def _inverse_cdf(logits: torch.Tensor, u: torch.Tensor, temperature: float,
         grid = padded.view(r, chunks, size)
         ends = grid.sum(-1).double().cumsum_(-1)  # [r, chunks]: where each chunk's interval of u ends
         total = ends[:, -1:]
+        zero = torch.zeros_like(total)
         # u * total rounded up to total would pick past the last token that has any mass
-        target = torch.minimum(uf[lo : lo + r, None] * total, torch.nextafter(total, torch.zeros_like(total)))
+        target = torch.minimum(uf[lo : lo + r, None] * total, torch.nextafter(total, zero))
         # the first chunk whose interval ends beyond the target; a chunk of no weight has an empty one
         chunk = torch.searchsorted(ends, target, right=True)
         start = torch.where(chunk > 0, ends.gather(1, (chunk - 1).clamp_(min=0)), 0.0)
         share = (target - start) / (ends.gather(1, chunk) - start)  # how far into the chunk, in [0, 1)
         # inside the chunk, the first token whose float64 cumulative sum exceeds that share of the
         # chunk's; zero-weight tokens are flat steps, never chosen
-        inside = grid.gather(1, chunk[:, :, None].expand(r, 1, size)).squeeze(1).double().cumsum_(-1)
+        inside = _chunks_at(grid, chunk).squeeze(1).double().cumsum_(-1)
         mass = inside[:, -1:]
-        rest = torch.minimum(share * mass, torch.nextafter(mass, torch.zeros_like(mass)))
+        rest = torch.minimum(share * mass, torch.nextafter(mass, zero))
         picked = chunk * size + torch.searchsorted(inside, rest, right=True)
         tokens[lo : lo + r] = picked.squeeze(1)
         chosen = (block.gather(1, picked).double() - top.double()) / temperature
@@ -246,11 +257,8 @@ def nucleus_draw(
     v = logits.shape[-1]
     if v == 0:
         raise ValueError("cannot draw from an empty vocabulary")
-    flat, index = logits.detach().reshape(-1, v), None
-    if where is not None:
-        index = torch.nonzero(where.reshape(-1)).squeeze(1)
-        if index.numel() == flat.shape[0]:
-            index = None  # every row is drawn: no gather
+    flat = logits.detach().reshape(-1, v)
+    index = None if where is None else _drawn_rows(where, flat.shape[0])
     m, device = (flat.shape[0] if index is None else index.shape[0]), logits.device
     u = torch.rand(m, generator=generator, dtype=torch.float64, device=device) if temperature > 0 else None
     tokens = torch.empty(m, dtype=torch.long, device=device)
@@ -318,7 +326,7 @@ def _top_k(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         block = torch.nn.functional.pad(block, (0, chunks * size - v), value=float("-inf"))
     grid = block.view(r, chunks, size)
     best = grid.amax(-1).topk(k, dim=-1)[1]  # [r, k]: the chunks with the largest maxima
-    candidates = grid.gather(1, best[:, :, None].expand(r, k, size)).view(r, k * size)
+    candidates = _chunks_at(grid, best).view(r, k * size)
     values, at = candidates.topk(k, dim=-1)
     ids = best.gather(1, at // size) * size + at % size
     return values, ids

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .categorical import _FLOOR
+from .categorical import EXP_FLOOR
 
 KINDS = ("probability", "margin", "entropy")
 
@@ -35,7 +35,7 @@ def surety(logits: torch.Tensor, drawn: torch.Tensor, measure: str = "probabilit
     # the shifted logits, clamped at the float32 floor so that no exp meets a subnormal (the slow path
     # of `categorical.shifted_weights`); a -inf token then weighs 1.6e-38 of the top's, nothing here.
     # Fresh [M, V] buffers are the cost on a CPU: one for the probability, two for the entropy
-    floor = _FLOOR[torch.float64 if logits.dtype == torch.float64 else torch.float32]
+    floor = EXP_FLOOR[torch.float64 if logits.dtype == torch.float64 else torch.float32]
     shifted = logits - top
     if measure == "probability":  # the drawn token's shifted logit first (exact below the floor too)
         picked = shifted.gather(-1, drawn.unsqueeze(-1)).squeeze(-1).double().exp_()
