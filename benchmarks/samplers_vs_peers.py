@@ -164,7 +164,7 @@ class TimedCached:
 
 
 @torch.no_grad()
-def every_sampler(batch: int, repeats: int) -> dict:
+def every_sampler(batch: int, repeats: int, only: str = "") -> dict:
     """{sampler: (median ms in total, median ms in the denoiser, full reads, light reads)}."""
     from unmask.layout import Layout
     from unmask.nn import MaskedTokenModel, ModelConfig
@@ -186,6 +186,7 @@ def every_sampler(batch: int, repeats: int) -> dict:
     samplers = {
         "MaskGIT 12": MaskGITSampler(STEPS, Schedule("cosine")),
         "aMUSEd 12": AmusedSampler(STEPS),
+        "aMUSEd 12, inverse-CDF draw": AmusedSampler(STEPS, draw="inverse_cdf"),
         "ancestral 12": AncestralSampler(STEPS),
         "LLaDA 64, blocks of 32": LLaDASampler(64, block_length=32),
         "Dream 12": DreamSampler(STEPS),
@@ -197,6 +198,7 @@ def every_sampler(batch: int, repeats: int) -> dict:
         "ReCAP 12": ReCAPSampler(STEPS, pre_full=4),
         "ENAT 12": ENATSampler(STEPS),
     }
+    samplers = {name: s for name, s in samplers.items() if only.lower() in name.lower()}
     canvas = torch.full((batch, N), V)
     model(canvas)  # warm-up
     print(f"  Dream's nucleus (T 0.2, top-p 0.95), median size of {V}: {nucleus_sizes(model, batch, 1):.0f} tokens "
@@ -222,18 +224,22 @@ def main():
     ap.add_argument("--fhs-batch", type=int, default=4, help="rows for first-hitting vs ancestral")
     ap.add_argument("--every-sampler", action="store_true", help="also time every sampler's overhead")
     ap.add_argument("--every-batch", type=int, default=4, help="rows for --every-sampler")
+    ap.add_argument("--only", default="", help="with --every-sampler: only the samplers whose name contains this")
+    ap.add_argument("--skip-peers", action="store_true", help="skip the MaskGIT comparison with the peers")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(describe())
     print(f"shared denoiser: 4 layers, width 256, N={N}, V={V}, batch {B}, {STEPS} steps; "
           f"{args.repeats} interleaved repeats, median; {args.threads} thread(s)")
-    ms = peers(args.repeats)
-    ours, den = ms["ours"], ms["denoiser (in ours)"]
-    for k, v in ms.items():
-        print(f"  {k:28s} {v:9.1f} ms")
-    print(f"  our overhead beyond the denoiser: {ours - den:.1f} ms = {100 * (ours - den) / den:.2f}% of denoiser time")
-    print(f"  ours / diffusers loop: {ours / ms['diffusers AmusedScheduler']:.3f}; "
-          f"ours / x-transformers: {ours / ms['x-transformers NAR']:.3f}")
+    if not args.skip_peers:
+        ms = peers(args.repeats)
+        ours, den = ms["ours"], ms["denoiser (in ours)"]
+        for k, v in ms.items():
+            print(f"  {k:28s} {v:9.1f} ms")
+        print(f"  our overhead beyond the denoiser: {ours - den:.1f} ms = "
+              f"{100 * (ours - den) / den:.2f}% of denoiser time")
+        print(f"  ours / diffusers loop: {ours / ms['diffusers AmusedScheduler']:.3f}; "
+              f"ours / x-transformers: {ours / ms['x-transformers NAR']:.3f}")
     if not args.skip_fhs:
         res = first_hitting_vs_ancestral(args.fhs_batch)
         (fw, fn, fd), (aw, an, ad) = res["first-hitting"], res["ancestral-1000"]
@@ -244,7 +250,7 @@ def main():
     if args.every_sampler:
         print(f"every sampler on one MaskedTokenModel (4 layers, width 256, N={N}, V={V}, batch {args.every_batch}, "
               f"untrained), median of {args.repeats}: time outside the denoiser as a share of the denoiser's")
-        for name, (total, inside, full, light) in every_sampler(args.every_batch, args.repeats).items():
+        for name, (total, inside, full, light) in every_sampler(args.every_batch, args.repeats, args.only).items():
             print(f"  {name:30s} {total:9.1f} ms, denoiser {inside:9.1f} ms, {full:4d} full + {light:4d} light reads, "
                   f"overhead {100 * (total - inside) / inside:5.2f}%")
 

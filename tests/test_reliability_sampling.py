@@ -199,7 +199,7 @@ SETTINGS = [
     (FirstHittingSampler, {}, {"temperature": TEMPERATURE}),
     (AmusedSampler, {}, {"steps": COUNT, "schedule": ["cos", None],
                          "choice_temperature": [NAN, -1.0, (1.0, NAN), (2.0, -1.0), (1, 2, 3), "2", INF],
-                         "starting_mask_ratio": [NAN, 1.5, -0.1, True]}),
+                         "starting_mask_ratio": [NAN, 1.5, -0.1, True], "draw": ["multinomial", None]}),
     (LLaDASampler, {}, {"steps": COUNT, "block_length": BLOCK, "remasking": ["low", None],
                         "temperature": TEMPERATURE}),
     (DreamSampler, {}, {"steps": COUNT, "alg": ["origin"], "alg_temp": TEMPERATURE, "temperature": TEMPERATURE,

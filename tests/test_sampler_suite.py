@@ -267,12 +267,13 @@ def test_amused_equals_diffusers_step_for_step(steps, schedule, temperature, rat
     assert torch.equal(ours.tokens, x) and ours.nfe == steps
 
 
-def test_amused_counts_use_the_full_length():
+@pytest.mark.parametrize("draw", ["diffusers", "inverse_cdf"])
+def test_amused_counts_use_the_full_length(draw):
     n, steps = 30, 6
     canvas = torch.full((1, n), 5)
     canvas[0, :10] = 1  # 20 to fill out of 30
     rec = Recorder(uniform_denoiser(5))
-    generate(rec, canvas, AmusedSampler(steps), mask_id=5, generator=torch.Generator().manual_seed(0))
+    generate(rec, canvas, AmusedSampler(steps, draw=draw), mask_id=5, generator=torch.Generator().manual_seed(0))
     hidden, prev = [], 20
     for j in range(steps - 1):
         # in float32, as diffusers: at j = 3, 30 cos(pi / 3) floors to 14 (float64 would give 15)
@@ -280,6 +281,44 @@ def test_amused_counts_use_the_full_length():
         prev = max(1, min(prev - 1, math.floor(float(n * gamma))))
         hidden.append(prev)
     assert [int((x == 5).sum()) for x in rec.inputs[1:]] == hidden == [19, 18, 17, 14, 7]
+
+
+def test_amused_inverse_cdf_draws_softmax_at_hidden_places():
+    """One step fills every hidden place: each place's tokens over many rows follow softmax(logits)."""
+    v, n, rows = 6, 4, 20_000
+    logits = torch.randn(n, v, generator=torch.Generator().manual_seed(1)) * 1.5
+    canvas = torch.full((rows, n), v)
+    canvas[:, 2] = 0  # given
+    out = generate(Factorised(logits), canvas, AmusedSampler(1, draw="inverse_cdf"), mask_id=v,
+                   generator=torch.Generator().manual_seed(2))
+    assert (out.tokens[:, 2] == 0).all()
+    for i in (0, 1, 3):
+        counts = torch.bincount(out.tokens[:, i], minlength=v).double()
+        expected = logits[i].double().softmax(-1) * rows
+        assert ((counts - expected) ** 2 / expected).sum() < 25.7  # chi-square, 5 dof: exceeded with p = 1e-4
+
+
+def test_amused_inverse_cdf_keeps_the_most_probable_draws_without_choice_noise():
+    """At choice temperature 0 the committed places are those whose drawn token is most probable;
+    the draws are the shared draw's at the hidden places, in row-major order."""
+    v, n = 7, 16
+    logits = torch.randn(2, n, v, generator=torch.Generator().manual_seed(3)) * 2
+    canvas = torch.full((2, n), v)
+    canvas[1, :3] = 4
+    sampler = AmusedSampler(4, choice_temperature=0.0, draw="inverse_cdf")
+    out, _ = sampler.step(logits, canvas, sampler.start(canvas == v), torch.Generator().manual_seed(5))
+    hidden = canvas == v
+    drawn, logp = categorical_logp(logits, 1.0, torch.Generator().manual_seed(5), where=hidden)
+    proposal = canvas.masked_scatter(hidden, drawn)
+    kept = (out != v) & hidden
+    assert torch.equal(out[kept], proposal[kept]) and torch.equal(out[~hidden], canvas[~hidden])
+    conf = torch.full(canvas.shape, float("nan"), dtype=torch.float64).masked_scatter(hidden, logp)
+    for r in range(2):
+        committed, rehidden = conf[r][kept[r]], conf[r][hidden[r] & ~kept[r]]
+        assert committed.numel() > 0 and rehidden.numel() > 0
+        assert committed.min() >= rehidden.max()
+    # 16 cos(pi / 8) = 14.78 floors to 14 hidden in both rows (row 1 had 13, so 12)
+    assert (out == v).sum(1).tolist() == [14, 12]
 
 
 def test_amused_never_hides_given_tokens_at_any_choice_temperature():

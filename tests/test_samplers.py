@@ -46,6 +46,7 @@ SAMPLERS = [
     AncestralSampler(steps=1000),
     FirstHittingSampler(),
     AmusedSampler(steps=6),
+    AmusedSampler(steps=6, draw="inverse_cdf"),
     LLaDASampler(steps=12, block_length=4, temperature=1.0),
     LLaDASampler(steps=6, remasking="random", temperature=1.0),
     DreamSampler(steps=8, alg="maskgit_plus", temperature=1.0, top_p=1.0),
@@ -64,7 +65,7 @@ SAMPLERS = [
     NextScaleSampler((1, 2, 3), lengths=(1, 2, 9)),
     BAMMSampler(),
 ]
-IDS = ["maskgit", "maskgit-random", "ancestral-10", "ancestral-1000", "first-hitting", "amused", "llada-blocks",
+IDS = ["maskgit", "maskgit-random", "ancestral-10", "ancestral-1000", "first-hitting", "amused", "amused-inverse-cdf", "llada-blocks",
        "llada-random", "dream-maskgit-plus", "dream-margin-alg-temp", "dream-entropy", "threshold-confidence",
        "threshold-entropy", "rcr", "magnet", "recap", "enat", "awrs", "joint", "joint-independent",
        "pivot", "next-scale", "bamm"]
