@@ -107,7 +107,7 @@ def rows_mixed(v=300, n=256):
 
 
 @pytest.mark.parametrize("kind,v", [(None, 300), ("probability", 300), ("margin", 300), ("entropy", 300),
-                                    ("entropy", 1024)])  # V = 1024: the top K is read from chunks of 32
+                                    ("entropy", 1024), ("entropy", 4096)])  # 4096: the top 8 read from chunks of 32
 @pytest.mark.parametrize("temperature", [0.0, 0.2, 1.0])
 def test_the_top_k_read_equals_the_full_sort_token_for_token(kind, v, temperature, monkeypatch):
     logits = rows_mixed(v)
@@ -120,6 +120,29 @@ def test_the_top_k_read_equals_the_full_sort_token_for_token(kind, v, temperatur
     assert torch.equal(fast[0], full[0])
     if kind:
         assert torch.equal(fast[1], full[1])
+
+
+@pytest.mark.parametrize("kind", ["probability", "margin", "entropy"])
+def test_a_single_token_nucleus_is_read_from_the_argmax_only_where_it_reaches_top_p(kind, monkeypatch):
+    """Rows whose top token's probability sweeps across top_p = 0.95: at or above it the nucleus is that
+    token alone (read from the argmax, score 1, 1 or 0), below it the nucleus holds a second token; the
+    fast path equals the full sort token for token and score for score on every row."""
+    v, n = 512, 200
+    p_top = torch.linspace(0.93, 0.97, n, dtype=torch.float64)
+    probs = torch.full((n, v), 1e-9, dtype=torch.float64)
+    probs[:, 7] = p_top
+    probs[:, 300] = 0.6 * (1 - p_top)  # the second token
+    probs[:, 11] = 0.4 * (1 - p_top)
+    logits = probs.log().float()
+    alone = torch.isfinite(nucleus(logits.double(), 0.95)).sum(-1) == 1
+    assert 20 < alone.sum() < n - 20
+    fast = nucleus_draw(logits, 0.95, 1.0, torch.Generator().manual_seed(3), kind)
+    full_sort_only(monkeypatch)
+    full = nucleus_draw(logits, 0.95, 1.0, torch.Generator().manual_seed(3), kind)
+    assert torch.equal(fast[0], full[0]) and torch.equal(fast[1], full[1])
+    sure = 0.0 if kind == "entropy" else 1.0  # (p log p) / p - log p may leave 1e-17 for the entropy
+    assert (fast[0][alone] == 7).all() and ((fast[1][alone] - sure).abs() < 1e-15).all()
+    assert ((fast[1][~alone] - sure).abs() > 1e-3).all()
 
 
 def test_ties_inside_the_nucleus_are_ordered_by_index_on_both_paths(monkeypatch):
@@ -159,7 +182,7 @@ def test_the_logits_are_left_as_they_were(dtype):
     assert torch.equal(logits, before)
 
 
-@pytest.mark.parametrize("v", [1000, 1024])
+@pytest.mark.parametrize("v", [1000, 1024, 4100])
 def test_a_row_draws_the_same_alone_and_among_others(v):
     """Token and score of each row do not depend on the rows around it (a batch mate's size or
     place in the block), for the top-K reads and the full sort alike."""
@@ -173,7 +196,7 @@ def test_a_row_draws_the_same_alone_and_among_others(v):
     assert torch.equal(together[1], torch.cat([a[1] for a in alone]))
 
 
-@pytest.mark.parametrize("v", [1024, 1000, 4096])
+@pytest.mark.parametrize("v", [4096, 4100, 8192])  # at k = 8 and 16 these are read from chunks
 def test_the_chunked_top_k_finds_every_token_above_the_k_th_value(v):
     """`_top_k` reads the top k from the k chunks of 32 with the largest maxima: its k-th value equals
     topk's, and its tokens above that value are topk's, including rows whose top tokens crowd into
@@ -185,7 +208,7 @@ def test_the_chunked_top_k_finds_every_token_above_the_k_th_value(v):
     rows[0, 32:40] += 10  # the top 8 inside one chunk
     rows[1, ::32] += 10  # one per chunk
     rows[2] = torch.randint(0, 3, (v,), generator=g).float()  # ties everywhere
-    rows[3, -7:] += 10  # in the last, padded chunk when V = 1000
+    rows[3, -7:] += 10  # in the last, padded chunk when V = 4100
     for k in (8, 16):
         values, ids = _top_k(rows, k)
         ref_values, ref_ids = rows.topk(k, dim=-1)

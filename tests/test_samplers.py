@@ -65,10 +65,10 @@ SAMPLERS = [
     NextScaleSampler((1, 2, 3), lengths=(1, 2, 9)),
     BAMMSampler(),
 ]
-IDS = ["maskgit", "maskgit-random", "ancestral-10", "ancestral-1000", "first-hitting", "amused", "amused-inverse-cdf", "llada-blocks",
-       "llada-random", "dream-maskgit-plus", "dream-margin-alg-temp", "dream-entropy", "threshold-confidence",
-       "threshold-entropy", "rcr", "magnet", "recap", "enat", "awrs", "joint", "joint-independent",
-       "pivot", "next-scale", "bamm"]
+IDS = ["maskgit", "maskgit-random", "ancestral-10", "ancestral-1000", "first-hitting", "amused", "amused-inverse-cdf",
+       "llada-blocks", "llada-random", "dream-maskgit-plus", "dream-margin-alg-temp", "dream-entropy",
+       "threshold-confidence", "threshold-entropy", "rcr", "magnet", "recap", "enat", "awrs", "joint",
+       "joint-independent", "pivot", "next-scale", "bamm"]
 
 
 def canvas_with_prompt(b=6, n=12, seed=0):
