@@ -14,6 +14,7 @@ time outside the denoiser as a share of the denoiser's.
 
     .venv/bin/python benchmarks/samplers_vs_peers.py            # about 6 minutes on one CPU core
     .venv/bin/python benchmarks/samplers_vs_peers.py --repeats 7 --threads 2
+    .venv/bin/python benchmarks/samplers_vs_peers.py --skip-peers --skip-fhs --every-sampler --only dream,dual
 """
 
 from __future__ import annotations
@@ -198,7 +199,8 @@ def every_sampler(batch: int, repeats: int, only: str = "") -> dict:
         "ReCAP 12": ReCAPSampler(STEPS, pre_full=4),
         "ENAT 12": ENATSampler(STEPS),
     }
-    samplers = {name: s for name, s in samplers.items() if only.lower() in name.lower()}
+    wanted = [w.strip().lower() for w in only.split(",")]
+    samplers = {name: s for name, s in samplers.items() if any(w in name.lower() for w in wanted)}
     canvas = torch.full((batch, N), V)
     model(canvas)  # warm-up
     print(f"  Dream's nucleus (T 0.2, top-p 0.95), median size of {V}: {nucleus_sizes(model, batch, 1):.0f} tokens "
@@ -224,7 +226,8 @@ def main():
     ap.add_argument("--fhs-batch", type=int, default=4, help="rows for first-hitting vs ancestral")
     ap.add_argument("--every-sampler", action="store_true", help="also time every sampler's overhead")
     ap.add_argument("--every-batch", type=int, default=4, help="rows for --every-sampler")
-    ap.add_argument("--only", default="", help="with --every-sampler: only the samplers whose name contains this")
+    ap.add_argument("--only", default="",
+                    help="with --every-sampler: only the samplers whose name contains one of these (comma-separated)")
     ap.add_argument("--skip-peers", action="store_true", help="skip the MaskGIT comparison with the peers")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
