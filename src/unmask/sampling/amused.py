@@ -95,7 +95,7 @@ class AmusedSampler:
         count = torch.maximum(torch.ones(1, device=logits.device), count)
         if self.draw == "diffusers":
             chosen = probs.gather(-1, proposal.unsqueeze(-1)).squeeze(-1)
-        else:  # given places get +inf below whatever their probability
+        else:  # the drawn token's probability at hidden places; given places' 1 is replaced by +inf below
             chosen = torch.ones(b, n, device=logits.device).masked_scatter(unknown, logp.exp().float())
         score = torch.log(chosen.clamp(1e-20)) + self.temperatures()[j].to(logits.device) * float32_gumbel(
             chosen, generator)
