@@ -222,7 +222,7 @@ def nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-_NUCLEUS_TOP_K = (1, 8, 64)  # the top-K reads `nucleus_draw` tries, smallest first, before a sort of all V
+_NUCLEUS_TOP_K = (8, 64)  # the top-K reads `nucleus_draw` tries, smallest first, before a sort of all V
 # a row's most likely token is its whole nucleus when its probability p1 reaches top_p by this much: then
 # the second token's mass before it, (p1 + p2) - p2 in float64, is surely not below top_p either
 _SURE_MARGIN = 1e-12
@@ -284,28 +284,28 @@ def nucleus_draw(
         if tiers:  # the nucleus's size n is at least top_p / max p, and top_p^2 / sum p^2 (Cauchy-Schwarz)
             least = top_p * norm[:, 0]
             least = torch.maximum(least, least.square() / torch.linalg.vector_norm(weights, dim=-1).double().square())
+            # the top weight is 1, so max p = 1 / norm: where it alone reaches top_p, n = 1, and the
+            # nucleus is the stable sort's first token, the first argmax; no top-K read is needed
+            alone = 1 / norm[:, 0] >= top_p + _SURE_MARGIN
+            single = pending[alone]
+            if len(single):
+                src = block if len(single) == len(block) else block.index_select(0, single)
+                order = first_argmax(src).unsqueeze(1)
+                _read_sorted(weights[single[:, None], order] / norm[single], order, top_p, u, lo + single, tokens,
+                             scores, score)
+                pending, ordered = pending[~alone], False
         for k in tiers:  # try K only where n may be below K
-            if k == 1:  # the max weight is 1, so max p = 1 / norm; where it alone reaches top_p, n = 1
-                low = 1 / norm[pending, 0] >= top_p + _SURE_MARGIN
-            else:
-                low = least[pending] < k
+            low = least[pending] < k
             tried = pending[low]
             if len(tried) == 0:
                 continue
-            src = block if ordered and len(tried) == len(block) else block.index_select(0, tried)
-            if k == 1:  # the first argmax is the stable sort's first token
-                values, order = None, first_argmax(src).unsqueeze(1)
-            else:
-                values, order = _top_k(src, k)
-                if (values[:, 1:] == values[:, :-1]).any():  # ties in id order, as the stable full sort puts them
-                    order, by_index = order.sort(dim=-1)
-                    values, by_value = values.gather(-1, by_index).sort(dim=-1, descending=True, stable=True)
-                    order = order.gather(-1, by_value)
+            values, order = _top_k(block if ordered and len(tried) == len(block) else block.index_select(0, tried), k)
+            if (values[:, 1:] == values[:, :-1]).any():  # ties in id order, as the stable full sort puts them
+                order, by_index = order.sort(dim=-1)
+                values, by_value = values.gather(-1, by_index).sort(dim=-1, descending=True, stable=True)
+                order = order.gather(-1, by_value)
             kept = _read_sorted(weights[tried[:, None], order] / norm[tried], order, top_p, u, lo + tried, tokens,
                                 scores, score)
-            if k == 1:
-                pending, ordered = pending[~low], False
-                continue
             # right where the nucleus ends inside the K, its last token more likely than the K-th
             inside = ((kept < k) & (values.gather(1, kept - 1) > values[:, -1:])).squeeze(1)
             pending, ordered = torch.cat((pending[~low], tried[~inside])), False
