@@ -250,10 +250,15 @@ class Context:
 
 @pytest.mark.parametrize("steps,schedule,temperature,ratio", [(12, "cosine", (2.0, 0.0), 1.0),
                                                               (7, "linear", 3.0, 1.0), (9, "cosine", (1.0, 0.5), 0.7)])
-def test_amused_equals_diffusers_step_for_step(steps, schedule, temperature, ratio):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_amused_equals_diffusers_step_for_step(steps, schedule, temperature, ratio, dtype):
     diffusers = pytest.importorskip("diffusers")
     v, n = 50, 30
-    model = Context(v, n)
+    context = Context(v, n)
+
+    def model(tokens):  # diffusers draws in the logits' dtype (its Gumbel noise too), so must we
+        return context(tokens).to(dtype)
+
     canvas = torch.full((4, n), v)
     canvas[1, :5] = 3  # a prompt
     sched = diffusers.AmusedScheduler(mask_token_id=v, masking_schedule=schedule)

@@ -5,8 +5,9 @@ The idea is MaskGIT's (Chang et al. 2022): draw every hidden token, keep the mos
 rest again. aMUSEd differs in three details that this file keeps: the count to re-hide is
 `floor(L * gamma(r) * starting_mask_ratio)` with L the full sequence length (not the hidden count
 at the start), the choice temperature follows `linspace(a, b, T)` (a scalar a means
-`linspace(a, 0.01, T)`), and the tokens are drawn by float32 `torch.multinomial` with float32 choice
-noise. With the same logits and the same `torch.Generator`, `step` returns what diffusers returns.
+`linspace(a, 0.01, T)`), the tokens are drawn by float32 `torch.multinomial`, and the choice noise
+is drawn in the probabilities' dtype, then added in float32 at least. With the same logits, of any
+float dtype, and the same `torch.Generator`, `step` returns what diffusers returns.
 
 `draw="inverse_cdf"` gives up that bit-equality for speed: the tokens come from the shared float64
 inverse-CDF draw (`categorical`), at hidden places only, from the same distribution softmax(logits).
@@ -97,8 +98,10 @@ class AmusedSampler:
             chosen = probs.gather(-1, proposal.unsqueeze(-1)).squeeze(-1)
         else:  # the drawn token's probability at hidden places; given places' 1 is replaced by +inf below
             chosen = torch.ones(b, n, device=logits.device).masked_scatter(unknown, logp.exp().float())
-        score = torch.log(chosen.clamp(1e-20)) + self.temperatures()[j].to(logits.device) * float32_gumbel(
-            chosen, generator)
+        # a one-element temperature, not a 0-dim one: diffusers indexes its temperatures with a [1, 1] index,
+        # so half-precision confidences are promoted to float32 there, and they must be here
+        temperature = self.temperatures()[j : j + 1].to(logits.device)
+        score = torch.log(chosen.clamp(1e-20)) + temperature * float32_gumbel(chosen, generator)
         score = score.masked_fill(~unknown, float("inf"))
         cut = score.sort(-1).values.gather(1, count.long().clamp(max=n - 1))
         rehide = (score < cut) & unknown.any(-1, keepdim=True)
