@@ -9,12 +9,15 @@ at the start), the choice temperature follows `linspace(a, b, T)` (a scalar a me
 is drawn in the probabilities' dtype, then added in float32 at least. With the same logits, of any
 float dtype, and the same `torch.Generator`, `step` returns what diffusers returns.
 
-`draw="inverse_cdf"` gives up that bit-equality for speed: the tokens come from the shared float64
-inverse-CDF draw (`categorical`), at hidden places only, from the same distribution softmax(logits).
-`torch.multinomial` (what diffusers calls) draws one exponential per token of V at every place of the
-canvas, hidden or not, which at V = 1024 is several times the work of the rest of the step; the
-confidence is then the drawn token's probability from that same draw. The counts, the schedule and
-the choice noise are the same in both modes.
+On a CPU generator the draw is made at hidden places only (`multinomial_rows`): torch's multinomial
+is an exponential race over every place of the canvas, hidden or not, and the tokens it gives at the
+hidden places are reproduced from the same uniforms, token for token, with the generator left where
+the whole call leaves it. Every place's uniforms must still be drawn, so at V = 1024 this default
+still costs more than the rest of the step. `draw="inverse_cdf"` gives up the bit-equality for that
+share: the tokens come from the shared float64 inverse-CDF draw
+(`categorical`), at hidden places only, from the same distribution softmax(logits), and the
+confidence is the drawn token's probability from that same draw. The counts, the schedule and the
+choice noise are the same in both modes.
 
 Two deliberate differences, both where diffusers misbehaves: given tokens get confidence +inf (diffusers
 uses the largest finite float, so a huge choice temperature can re-hide a given token), and a row with
@@ -30,6 +33,8 @@ import torch
 
 from . import checks
 from .categorical import categorical_logp, float32_gumbel, float32_multinomial
+from .multinomial_rows import multinomial_rows
+from .select import flat_places, rows_where
 
 DRAWS = ("diffusers", "inverse_cdf")
 
@@ -78,13 +83,7 @@ class AmusedSampler:
         """logits: [B, N, V] float; tokens: Long[B, N] with the mask id V at hidden places."""
         b, n, v = logits.shape
         unknown = tokens == v
-        if self.draw == "diffusers":
-            probs = logits.softmax(-1)
-            drawn = float32_multinomial(probs.reshape(-1, v), generator).view(b, n)
-            proposal = torch.where(unknown, drawn, tokens)
-        else:
-            drawn, logp = categorical_logp(logits, 1.0, generator, where=unknown)
-            proposal = tokens.masked_scatter(unknown, drawn)
+        proposal, chosen = self._draw(logits, tokens, unknown, generator)
         j = state.step
         if j >= self.steps - 1:
             return proposal, AmusedState(j + 1)
@@ -94,10 +93,6 @@ class AmusedSampler:
         count = (n * (gamma * self.starting_mask_ratio)).floor()
         count = torch.minimum(unknown.sum(-1, keepdim=True) - 1, count)
         count = torch.maximum(torch.ones(1, device=logits.device), count)
-        if self.draw == "diffusers":
-            chosen = probs.gather(-1, proposal.unsqueeze(-1)).squeeze(-1)
-        else:  # the drawn token's probability at hidden places; given places' 1 is replaced by +inf below
-            chosen = torch.ones(b, n, device=logits.device).masked_scatter(unknown, logp.exp().float())
         # a one-element temperature, not a 0-dim one: diffusers indexes its temperatures with a [1, 1] index,
         # so half-precision confidences are promoted to float32 there, and they must be here
         temperature = self.temperatures()[j : j + 1].to(logits.device)
@@ -106,3 +101,26 @@ class AmusedSampler:
         cut = score.sort(-1).values.gather(1, count.long().clamp(max=n - 1))
         rehide = (score < cut) & unknown.any(-1, keepdim=True)
         return proposal.masked_fill(rehide, v), AmusedState(j + 1)
+
+    def _draw(self, logits, tokens, unknown, generator):
+        """The proposal (Long[B, N]: the drawn token at hidden places) and the drawn tokens'
+        probabilities ([B, N], in the dtype diffusers computes them in: its Gumbel noise is drawn in
+        that dtype; the given places' values are never read)."""
+        b, n, v = logits.shape
+        if self.draw == "inverse_cdf":
+            drawn, logp = categorical_logp(logits, 1.0, generator, where=unknown)
+            chosen = torch.ones(b, n, device=logits.device).masked_scatter(unknown, logp.exp().float())
+            return tokens.masked_scatter(unknown, drawn), chosen
+        if (generator.device if generator is not None else logits.device).type != "cpu":
+            # an accelerator's generator: its own multinomial at every place, as diffusers calls it
+            probs = logits.softmax(-1)
+            drawn = float32_multinomial(probs.reshape(-1, v), generator).view(b, n)
+            proposal = torch.where(unknown, drawn, tokens)
+            return proposal, probs.gather(-1, proposal.unsqueeze(-1)).squeeze(-1)
+        # a CPU generator: diffusers' draw made at the hidden places only, with its tokens and generator
+        rows = flat_places(unknown)
+        probs = rows_where(logits, places=rows).softmax(-1)  # [M, V] in the logits' dtype, as diffusers'
+        drawn = multinomial_rows(probs.float().cpu(), rows.cpu(), b * n, generator).to(logits.device)
+        picked = probs.gather(-1, drawn.unsqueeze(-1)).squeeze(-1)
+        chosen = torch.ones(b * n, dtype=probs.dtype, device=logits.device).index_copy_(0, rows, picked)
+        return tokens.reshape(-1).index_copy(0, rows, drawn).view(b, n), chosen.view(b, n)
