@@ -126,3 +126,13 @@ def test_recipe_settings_build_and_round_trip_through_the_run_config():
         MlmCode().with_overrides(["objective.masker=words"])
     emd = MlmCode().with_overrides(["model.emd=true", "model.emd_layers=3"])
     assert emd.model_dict()["emd_layers"] == 3 and "emd_layers" not in MlmCode().model_dict()
+
+
+def test_real_share_counts_parsing_bodies_with_a_letter_or_digit():
+    """A chain of `_` and `.` parses (an attribute chain of the name `_`) but is no code."""
+    assert code_eval.parses("def f():\n    ___.__._\n")
+    bodies = ["___.__._", "return x", "pass", "  \n", "1 +"]
+    res = code_eval.InfillResult(share=0.8, bodies=bodies, parsed=[True, True, True, True, False], nfe=1.0)
+    assert res.real_share == 2 / 5  # "return x" and "pass"; "1 +" has a digit but its file did not parse
+    real = code_eval.real_body
+    assert real("x_1") and real("0") and not real("_._\n  __") and not real("")

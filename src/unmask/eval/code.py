@@ -219,6 +219,19 @@ class InfillResult(NamedTuple):
     def function_share(self) -> float:
         return sum(self.function_parsed) / max(len(self.function_parsed), 1)
 
+    @property
+    def real_share(self) -> float:
+        """Share of cases whose whole file parses with a body that is not punctuation and underscores
+        alone (`real_body`): a run of `_` and `.` is an attribute chain that `ast.parse` takes, and a
+        model that writes one passes the parse check without writing code."""
+        real = sum(ok and real_body(b) for ok, b in zip(self.parsed, self.bodies, strict=True))
+        return real / max(len(self.parsed), 1)
+
+
+def real_body(text: str) -> bool:
+    """Whether a body holds a letter or a digit: the least any code needs (`pass`, a name, a number)."""
+    return any(ch.isalnum() for ch in text)
+
 
 @torch.no_grad()
 def infill(denoiser, cases: list[InfillCase], sampler, corpus: CodeCorpus, length: int, mask_id: int,

@@ -149,6 +149,7 @@ class IlmCode(CodeRecipe):
                                                        s.data.vocab_size, seed, scale=scale)
         for name, res in results.items():
             metrics[f"infill_parse_{name}"] = res.share
+            metrics[f"infill_real_{name}"] = res.real_share
             metrics[f"infill_nfe_{name}"] = res.nfe
             metrics[f"infill_length_ratio_{name}"] = sum(m / k for m, k in zip(res.body_lengths, true, strict=True)) \
                 / len(true)
@@ -176,6 +177,8 @@ class IlmCode(CodeRecipe):
             Metric("infill_parse_mdlm_true", "whole file parses, MDLM given the true length"),
             Metric("infill_parse_mdlm_short", f"whole file parses, MDLM given {e.short}x the length"),
             Metric("infill_parse_mdlm_long", f"whole file parses, MDLM given {e.long}x the length"),
+            *(Metric(f"infill_real_{n}", f"whole file parses and the body holds a letter or digit, {n}")
+              for n in ("ilm", "mdlm_true", "mdlm_short", "mdlm_long")),
             Metric("infill_length_ratio_ilm", "ILM body length / true length, mean"),
             Metric("infill_length_exact_ilm", "share of ILM bodies of exactly the true length"),
             Metric("infill_length_corr_ilm", "correlation of the ILM's body lengths with the true ones", 0.0,

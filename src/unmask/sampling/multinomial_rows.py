@@ -50,7 +50,8 @@ def multinomial_rows(probs: torch.Tensor, rows: torch.Tensor, total: int,
                      generator: torch.Generator | None = None) -> torch.Tensor:
     """`torch.multinomial(P, 1, generator=generator)[rows, 0]` for a float32 P of `total` rows whose
     rows `rows` are `probs`, and the generator advanced as that call advances it; the other rows' tokens
-    are never made. probs: Float32[M, V] (non-negative, each row with a positive entry: softmax output);
+    are never made. probs: Float32[M, V] (non-negative, each row with a positive entry: softmax output;
+    unchecked, where multinomial reads the tensor twice to check; `generate` refuses NaN logits itself);
     rows: Long[M], distinct, in [0, total). CPU generator (None: torch's default CPU generator) and
     CPU tensors. The uniforms are drawn a block of rows at a time, in order, so the float64 work stays
     in cache; one read of the blocks' bounds per call. Returns Long[M]."""
