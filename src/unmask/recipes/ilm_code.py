@@ -17,6 +17,8 @@ and the whole file checked with `ast.parse`:
   head says the body is done (at most `eval.room` tokens);
 - MDLM with first-hitting decoding (one token per call, as the ILM), given the true body length,
   and given a wrong one (`eval.short` and `eval.long` times the true length).
+Beside each parse rate, `infill_real_*` counts only bodies that hold a letter or digit: a run of `_`
+and `.` parses (an attribute chain), and small models fall into writing one.
 
     unmask train ilm-code --out runs/ilm-code
     unmask eval runs/ilm-code sampler.temperature=0.5
