@@ -78,3 +78,6 @@ def test_bad_inputs():
         multinomial_rows(probs[0], torch.arange(1), 4)
     with pytest.raises(ValueError, match="rows must be Long"):
         multinomial_rows(probs, torch.arange(3), 4)
+    for rows in (torch.tensor([0, 1, 2, 4]), torch.tensor([-1, 0, 1, 2])):  # a row past the end, a negative one
+        with pytest.raises(ValueError, match=r"rows must lie in \[0, 4\)"):
+            multinomial_rows(probs, rows, 4)

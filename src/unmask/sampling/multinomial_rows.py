@@ -64,7 +64,10 @@ def multinomial_rows(probs: torch.Tensor, rows: torch.Tensor, total: int,
     v = probs.shape[1]
     rows, order = rows.sort()
     step = max(1, _BLOCK // max(v, 1))
-    bounds = torch.searchsorted(rows, torch.arange(0, total + step, step)).tolist()  # the rows of each block
+    edges = torch.tensor([*range(0, total, step), total], dtype=rows.dtype)
+    bounds = torch.searchsorted(rows, edges).tolist()  # the rows of each block, and none below 0 or from total
+    if bounds[0] != 0 or bounds[-1] != len(rows):
+        raise ValueError(f"rows must lie in [0, {total}) (total rows)")
     drawn = torch.empty_like(rows)
     work = torch.empty(min(step, total), v, dtype=torch.float64)
     for i, lo in enumerate(range(0, total, step)):
