@@ -12,11 +12,15 @@ speed-up measured is the caches'. With `--train STEPS` the model is first fitted
 MDLM's ELBO with the prompt never hidden, bf16 autocast where the CPU has AMX) to a small closed
 language (`closed_language`: each prompt has a few answers that differ at a tenth of their places),
 so the model is sure where the data allow it and the threshold's own saving (fewer steps) adds to
-the caches'. The decoded prompts are the language's own; "right" is the share of rows decoded to one
-of their prompt's answers.
+the caches'. `--content C` keeps only the first C tokens of each answer and pads the rest with an
+end-of-text token, as LLaDA's SFT pads answers to the generation length. The decoded prompts are the
+language's own; "right" is the share of rows decoded to one of their prompt's answers, then the share
+of answer places decoded to one of those answers' tokens there, before the padding and in it.
 
     .venv/bin/python benchmarks/dllm_decoding.py                   # untrained: about 10 minutes on 2 CPU cores
     .venv/bin/python benchmarks/dllm_decoding.py --train 300       # trained first: about 25 minutes more
+    .venv/bin/python benchmarks/dllm_decoding.py --threads 2 --train 600 --train-batch 4 --lr 2e-3 \
+        --groups 4 --members 4 --content 128                          # half of each answer padded
     .venv/bin/python benchmarks/dllm_decoding.py --answer 64 --batch 2   # a quick look
     .venv/bin/python benchmarks/dllm_decoding.py --reads-only --threads 1   # read costs and the cache's bound
 
@@ -27,6 +31,7 @@ cache can gain over low-confidence decoding at 1, 2 and 4 tokens committed per r
 from __future__ import annotations
 
 import argparse
+import csv
 import tempfile
 import time
 from pathlib import Path
@@ -40,18 +45,23 @@ from unmask.objectives import MaskedDiffusion
 from unmask.sampling import BlockCached, CachedDenoiser, LLaDASampler, ThresholdSampler, generate
 from unmask.train import TrainConfig, fit
 
+END = 0  # the end-of-text token that pads an answer after its `--content` tokens
+
 
 def closed_language(args, generator: torch.Generator) -> torch.Tensor:
     """Long[groups * members, prompt + answer]: a small closed language. Each group has its own prompt
     and answer; its members' answers differ from the group's at a random `--vary` share of places. A
     prompt names the group, not the member: a decoder is sure of most places at once and of the rest
-    once the first differing token it commits tells the member apart."""
+    once the first differing token it commits tells the member apart. With `--content C` below the answer
+length only an answer's first C tokens are drawn and the rest is `END`, as LLaDA pads its answers."""
     groups, members, answer = args.groups, args.members, args.answer
     prompts = torch.randint(0, args.vocab, (groups, args.prompt), generator=generator)
     base = torch.randint(0, args.vocab, (groups, answer), generator=generator).repeat_interleave(members, 0)
     varied = torch.rand(base.shape, generator=generator) < args.vary
     other = torch.randint(0, args.vocab, base.shape, generator=generator)
-    return torch.cat([prompts.repeat_interleave(members, 0), torch.where(varied, other, base)], 1)
+    answers = torch.where(varied, other, base)
+    answers[:, args.content :] = END  # LLaDA's SFT pads every answer to the generation length with |EOS|
+    return torch.cat([prompts.repeat_interleave(members, 0), answers], 1)
 
 
 def teach(model: MaskedTokenModel, steps: int, tokens: torch.Tensor, args) -> None:
@@ -64,8 +74,10 @@ def teach(model: MaskedTokenModel, steps: int, tokens: torch.Tensor, args) -> No
         start = time.perf_counter()
         fit(MaskedDiffusion(model.train()), {"tokens": tokens, "prompt": prompt}, config, Path(run),
             {"benchmark": "dllm_decoding"}, progress=False)
+        with open(Path(run) / "metrics.csv") as f:
+            losses = [float(row["loss"]) for row in csv.DictReader(f)]
         print(f"trained {steps} steps of {args.train_batch} rows in {time.perf_counter() - start:.0f} s "
-              f"({tokens.shape[0]} rows of a closed language)")
+              f"({tokens.shape[0]} rows of a closed language), loss {losses[0]:.2f} -> {losses[-1]:.2f}")
     model.eval()
 
 
@@ -126,11 +138,14 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=16, help="closed language: prompts")
     parser.add_argument("--members", type=int, default=4, help="closed language: answers per prompt")
     parser.add_argument("--vary", type=float, default=0.1, help="closed language: share of places where members differ")
+    parser.add_argument("--content", type=int, default=0,
+                        help="closed language: tokens of each answer before END pads it (0: the whole answer)")
     parser.add_argument("--train-batch", type=int, default=16, help="rows per training step")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the training")
     parser.add_argument("--reads-only", action="store_true",
                         help="time one full and one light read and print the dual cache's bound, no decoding")
     args = parser.parse_args()
+    args.content = args.content or args.answer
     if args.threads:
         torch.set_num_threads(args.threads)
     print(describe())
@@ -144,7 +159,8 @@ def main() -> None:
     else:
         truth = torch.randint(0, args.vocab, (args.batch, n), generator=g)
     state = (f"trained {args.train} steps on a closed language ({args.groups} prompts x {args.members} answers, "
-             f"{args.vary:.0%} of places vary)" if args.train else "untrained")
+             f"{args.vary:.0%} of places vary, {args.content} of {args.answer} answer tokens before END)"
+             if args.train else "untrained")
     print(f"model: width {args.dim}, depth {args.depth}, {args.heads} heads, vocabulary {args.vocab}, {state}; "
           f"batch {args.batch}, prompt {args.prompt}, answer {args.answer}, block {args.block}, temperature 0")
     canvas = torch.full((args.batch, n), args.vocab)
@@ -171,19 +187,26 @@ def main() -> None:
         return
     base = results["low-confidence, no cache"]
 
-    def right(r: dict) -> str:  # share of rows decoded to one of their prompt's answers (when trained)
+    def right(r: dict) -> str:
+        """When trained: the share of rows decoded to one of their prompt's answers, then the share of
+        answer places whose token is one of the prompt's answers' tokens there, before END and after."""
         if not args.train:
             return ""
         same = (r["tokens"][:, None, :] == language[None, :, :]).all(-1)  # [B, rows of the language]
-        return f"{float(same.any(1).float().mean()):.3f}"
+        group = (truth[:, None, : args.prompt] == language[None, :, : args.prompt]).all(-1)  # [B, rows]
+        hit = ((r["tokens"][:, None, :] == language[None]) & group[:, :, None]).any(1)[:, args.prompt :]
+        content, pad = hit[:, : args.content].float().mean(), hit[:, args.content :].float().mean()
+        return f"{float(same.any(1).float().mean()):.3f} {float(content):7.3f} " + (
+            f"{float(pad):7.3f}" if args.content < args.answer else "")
 
     print(f"{'decoding':28s} {'tokens/s':>9s} {'x base':>7s} {'full reads':>10s} {'light reads':>11s} "
-          f"{'seconds':>8s} {'same tokens as threshold':>25s} {'right':>6s}   ({load()} at the end)")
+          f"{'seconds':>8s} {'same tokens as threshold':>25s} {'right: rows, tokens, END':>24s}"
+          f"   ({load()} at the end)")
     for name, r in results.items():
         agree = (r["tokens"] == results["threshold, no cache"]["tokens"]).float().mean()
         same = "" if name.startswith("low") else f"{float(agree):.3f}"
         print(f"{name:28s} {r['tokens_per_s']:9.1f} {r['tokens_per_s'] / base['tokens_per_s']:7.2f} "
-              f"{r['nfe']:10d} {r['light']:11d} {r['seconds']:8.1f} {same:>25s} {right(r):>6s}")
+              f"{r['nfe']:10d} {r['light']:11d} {r['seconds']:8.1f} {same:>25s} {right(r):>24s}")
     print(reads)
 
 
