@@ -161,3 +161,40 @@ def test_enat_keeps_floor_of_n0_cos_hidden():
     expected = [N] + [math.floor(N * math.cos(math.pi / 2 * (s + 1) / 5)) for s in range(4)]
     distinct = [e for i, e in enumerate(expected) if i == 0 or e != expected[i - 1]]
     assert [int((x == V).sum()) for x in rec.inputs] == distinct
+
+
+def test_rows_that_read_every_place_are_read_apart_with_the_full_read():
+    # a refresh (a row querying all N places) beside narrow light reads: the refreshing rows get the full
+    # read of themselves alone, the others the narrow light read, and nobody pays for the widest row
+    model = tiny_model(depth=2)
+    den = CachedDenoiser(model)
+    g = torch.Generator().manual_seed(1)
+    before = torch.randint(0, V + 1, (4, N), generator=g)
+    after = torch.where(torch.rand(4, N, generator=g) < 0.3, torch.randint(0, V, (4, N), generator=g), before)
+    queries = torch.zeros(4, N, dtype=torch.bool)
+    queries[0] = True  # row 0 refreshes
+    queries[1, [2, 5, 9]] = True
+    queries[3] = True  # row 3 too; row 2 reads nothing
+    queries |= after != before  # changed tokens are always re-read
+    queries[2] = False
+    _, cache = den.full(before)
+    calls = []
+    light = den._light
+    den._light = lambda t, q, c, w: calls.append(w) or light(t, q, c, w)
+    part, cache = den.light(after, queries, cache, width=N)
+    assert calls == [int(queries[1].sum())]  # the narrow read is as wide as row 1, not N
+    alone = [den.full(after[i : i + 1]) for i in range(4)]
+    counts = queries.sum(1).tolist()
+    pieces = part.split(counts)
+    for i in (0, 3):  # bit for bit the full read of the row alone, its cache too
+        assert torch.equal(pieces[i], alone[i][0][0])
+        assert all(torch.equal(k[i], ka[0]) and torch.equal(v[i], va[0])
+                   for (k, v), (ka, va) in zip(cache.kv, alone[i][1].kv, strict=True))
+    # row 1: what a light read of its places alone against the same cache gives
+    only = torch.zeros_like(queries)
+    only[1] = queries[1]
+    ref, _ = den._light(after, only, den.full(before)[1], int(queries[1].sum()))
+    assert torch.allclose(pieces[1], ref, atol=1e-6)
+    _, kept = den.full(before)
+    assert all(torch.equal(k[2], k0[2]) for (k, _), (k0, _) in zip(cache.kv, kept.kv, strict=True))  # untouched
+    assert torch.equal(cache.tokens, after)

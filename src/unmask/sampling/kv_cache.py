@@ -33,7 +33,8 @@ class CachedDenoiser:
     `denoiser(tokens)` is the plain full read; `full(tokens)` also returns the cache;
     `light(tokens, queries, cache, width=None)` returns logits [M, V] at the M True places of queries
     (Bool[B, N], row-major order, like `logits[queries]`) and the cache refreshed at those places;
-    `width`, the most places of a row, saves a host sync when the caller already read it.
+    `width`, the most places of a row, saves a host sync when the caller already read it. Rows that
+    query every place (a refresh) are read apart, with the full read, at the cost of one host sync.
     """
 
     def __init__(self, model: MaskedTokenModel):
@@ -46,6 +47,9 @@ class CachedDenoiser:
         return self.model(tokens)
 
     def full(self, tokens: torch.Tensor) -> tuple[torch.Tensor, KVCache]:
+        return self._read_all(tokens)
+
+    def _read_all(self, tokens: torch.Tensor) -> tuple[torch.Tensor, KVCache]:
         m = self.model
         b, n = tokens.shape
         h, kv = m.encoder(m.embed(tokens), keep_kv=torch.arange(n, device=tokens.device).expand(b, n))
@@ -54,10 +58,18 @@ class CachedDenoiser:
 
     def light(self, tokens: torch.Tensor, queries: torch.Tensor, cache: KVCache,
               width: int | None = None) -> tuple[torch.Tensor, KVCache]:
+        n = tokens.shape[1]
+        counts = queries.sum(1)
+        width = int(counts.max()) if width is None else width  # `generate` reads it with its own flags
+        if width == n:  # some row reads every place (its cache's refresh as it enters a block)
+            return self._whole_rows_apart(tokens, queries, cache, counts)
+        return self._light(tokens, queries, cache, width)
+
+    def _light(self, tokens: torch.Tensor, queries: torch.Tensor, cache: KVCache,
+               width: int) -> tuple[torch.Tensor, KVCache]:
         m = self.model
         b, n = tokens.shape
         counts = queries.sum(1)
-        width = int(counts.max()) if width is None else width  # `generate` reads it with its own flags
         # each row's query positions first (ascending); the padding repeats the row's last query, whose
         # keys and values it computes identically, so its writes into the cache change nothing
         order = (~queries).to(torch.uint8).argsort(dim=1, stable=True)[:, :width]
@@ -73,3 +85,30 @@ class CachedDenoiser:
         logits = m.head(h[rows, slots]).masked_fill(m.disallowed[at], float("-inf"))
         cache.tokens = tokens.clone()
         return logits, cache
+
+    def _whole_rows_apart(self, tokens: torch.Tensor, queries: torch.Tensor, cache: KVCache,
+                          counts: torch.Tensor) -> tuple[torch.Tensor, KVCache]:
+        """A light read where some rows query every place: those rows get a full read of their own and
+        the others a light read as wide as they need, so one row's refresh does not make the whole batch
+        pay a full read (with rows entering blocks at different steps, that was most of the cost). A
+        row's logits and cache come from the same computation whatever else is in the batch, alone too.
+        Reads the B query counts from the device once; only steps where a row refreshes do it."""
+        n = tokens.shape[1]
+        per_row = counts.tolist()
+        whole = [i for i, c in enumerate(per_row) if c == n]
+        rest = [c for c in per_row if c < n]
+        parts = {}
+        if any(rest):
+            narrow = queries.clone()
+            narrow[whole] = False
+            part, cache = self._light(tokens, narrow, cache, max(rest))
+            parts = dict(zip([i for i, c in enumerate(per_row) if 0 < c < n],
+                             part.split([c for c in per_row if 0 < c < n]), strict=True))
+        rows = torch.tensor(whole, device=tokens.device)
+        logits, fresh = self._read_all(tokens.index_select(0, rows))
+        for (k, v), (fk, fv) in zip(cache.kv, fresh.kv, strict=True):
+            k.index_copy_(0, rows, fk)
+            v.index_copy_(0, rows, fv)
+        parts.update(zip(whole, logits.unbind(0), strict=True))
+        cache.tokens = tokens.clone()
+        return torch.cat([parts[i] for i in range(len(per_row)) if per_row[i]]), cache
