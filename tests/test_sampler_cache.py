@@ -198,3 +198,14 @@ def test_rows_that_read_every_place_are_read_apart_with_the_full_read():
     _, kept = den.full(before)
     assert all(torch.equal(k[2], k0[2]) for (k, _), (k0, _) in zip(cache.kv, kept.kv, strict=True))  # untouched
     assert torch.equal(cache.tokens, after)
+
+
+def test_a_width_above_every_row_reads_as_wide_as_the_widest_row():
+    den = CachedDenoiser(tiny_model(depth=2))
+    tokens = torch.randint(0, V, (2, N), generator=torch.Generator().manual_seed(2))
+    _, cache = den.full(tokens)
+    queries = torch.zeros(2, N, dtype=torch.bool)
+    queries[0, [1, 4]] = True
+    queries[1, 7] = True
+    part, _ = den.light(tokens, queries, cache, width=N)  # an overstated width: no row refreshes
+    assert torch.allclose(part, den.full(tokens)[0][queries], atol=1e-5)  # nothing changed: exact reads

@@ -96,6 +96,8 @@ class CachedDenoiser:
         n = tokens.shape[1]
         per_row = counts.tolist()
         whole = [i for i, c in enumerate(per_row) if c == n]
+        if not whole:  # `width` said N, but no row reads every place
+            return self._light(tokens, queries, cache, max(per_row))
         rest = [c for c in per_row if c < n]
         parts = {}
         if any(rest):
