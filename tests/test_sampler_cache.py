@@ -180,7 +180,7 @@ def test_rows_that_read_every_place_are_read_apart_with_the_full_read():
     _, cache = den.full(before)
     calls = []
     light = den._light
-    den._light = lambda t, q, c, w: calls.append(w) or light(t, q, c, w)
+    den._light = lambda t, q, c, w, k: calls.append(w) or light(t, q, c, w, k)
     part, cache = den.light(after, queries, cache, width=N)
     assert calls == [int(queries[1].sum())]  # the narrow read is as wide as row 1, not N
     alone = [den.full(after[i : i + 1]) for i in range(4)]
@@ -193,7 +193,7 @@ def test_rows_that_read_every_place_are_read_apart_with_the_full_read():
     # row 1: what a light read of its places alone against the same cache gives
     only = torch.zeros_like(queries)
     only[1] = queries[1]
-    ref, _ = den._light(after, only, den.full(before)[1], int(queries[1].sum()))
+    ref, _ = den._light(after, only, den.full(before)[1], int(queries[1].sum()), only.sum(1))
     assert torch.allclose(pieces[1], ref, atol=1e-6)
     _, kept = den.full(before)
     assert all(torch.equal(k[2], k0[2]) for (k, _), (k0, _) in zip(cache.kv, kept.kv, strict=True))  # untouched

@@ -58,18 +58,15 @@ class CachedDenoiser:
 
     def light(self, tokens: torch.Tensor, queries: torch.Tensor, cache: KVCache,
               width: int | None = None) -> tuple[torch.Tensor, KVCache]:
-        n = tokens.shape[1]
         counts = queries.sum(1)
         width = int(counts.max()) if width is None else width  # `generate` reads it with its own flags
-        if width == n:  # some row reads every place (its cache's refresh as it enters a block)
+        if width == tokens.shape[1]:  # some row reads every place (its cache's refresh as it enters a block)
             return self._whole_rows_apart(tokens, queries, cache, counts)
-        return self._light(tokens, queries, cache, width)
+        return self._light(tokens, queries, cache, width, counts)
 
-    def _light(self, tokens: torch.Tensor, queries: torch.Tensor, cache: KVCache,
-               width: int) -> tuple[torch.Tensor, KVCache]:
+    def _light(self, tokens: torch.Tensor, queries: torch.Tensor, cache: KVCache, width: int,
+               counts: torch.Tensor) -> tuple[torch.Tensor, KVCache]:
         m = self.model
-        b, n = tokens.shape
-        counts = queries.sum(1)
         # each row's query positions first (ascending); the padding repeats the row's last query, whose
         # keys and values it computes identically, so its writes into the cache change nothing
         order = (~queries).to(torch.uint8).argsort(dim=1, stable=True)[:, :width]
@@ -97,15 +94,14 @@ class CachedDenoiser:
         per_row = counts.tolist()
         whole = [i for i, c in enumerate(per_row) if c == n]
         if not whole:  # `width` said N, but no row reads every place
-            return self._light(tokens, queries, cache, max(per_row))
-        rest = [c for c in per_row if c < n]
+            return self._light(tokens, queries, cache, max(per_row), counts)
+        narrow = [i for i, c in enumerate(per_row) if 0 < c < n]
         parts = {}
-        if any(rest):
-            narrow = queries.clone()
-            narrow[whole] = False
-            part, cache = self._light(tokens, narrow, cache, max(rest))
-            parts = dict(zip([i for i, c in enumerate(per_row) if 0 < c < n],
-                             part.split([c for c in per_row if 0 < c < n]), strict=True))
+        if narrow:
+            rest = queries.clone()
+            rest[whole] = False
+            part, cache = self._light(tokens, rest, cache, max(per_row[i] for i in narrow), rest.sum(1))
+            parts = dict(zip(narrow, part.split([per_row[i] for i in narrow]), strict=True))
         rows = torch.tensor(whole, device=tokens.device)
         logits, fresh = self._read_all(tokens.index_select(0, rows))
         for (k, v), (fk, fv) in zip(cache.kv, fresh.kv, strict=True):
@@ -113,4 +109,4 @@ class CachedDenoiser:
             v.index_copy_(0, rows, fv)
         parts.update(zip(whole, logits.unbind(0), strict=True))
         cache.tokens = tokens.clone()
-        return torch.cat([parts[i] for i in range(len(per_row)) if per_row[i]]), cache
+        return torch.cat([parts[i] for i in sorted(parts)]), cache
