@@ -1,6 +1,8 @@
 """`nucleus_draw`: one sort per row, the draw and its scores read in sorted order, against the plain
 `nucleus` + `categorical` + `confidence` path computed another way."""
 
+import math
+
 import pytest
 import torch
 
@@ -229,3 +231,104 @@ def test_where_draws_as_the_gathered_rows(share):
     b = nucleus_draw(logits[where], 0.9, 0.5, torch.Generator().manual_seed(2), "margin")
     assert a[0].shape == (int(where.sum()),)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def _sharp_rows(b, n, v, seed):
+    """Logits [b, n, v] from flat to one-token nuclei (at T 0.2, top-p 0.95), some rows near the edge."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, n, v, generator=g) * torch.rand(b, n, 1, generator=g) * 3
+
+
+@pytest.mark.parametrize("kind", ["probability", "margin", "entropy"])
+@pytest.mark.parametrize("keep_weights", [True, False])
+def test_best_reads_only_rows_that_may_be_among_the_best(kind, keep_weights, monkeypatch):
+    """With `best`, the rows not read are exactly rows whose true score is below their batch row's
+    best[b]-th score; every row read has its token and score from the draw without `best`; and the
+    greedy choice of places (`commit_top`, the same generator) is the same. Rows span blocks, and
+    the first pass's weights are kept or made again."""
+    import importlib
+
+    from unmask.sampling.select import commit_top
+
+    cat = importlib.import_module("unmask.sampling.categorical")
+
+    if not keep_weights:
+        monkeypatch.setattr(cat, "_KEPT_ELEMENTS", 0)
+    monkeypatch.setattr(cat, "_BLOCK_ELEMENTS", 64 * 300)  # blocks of 64 rows
+    b, n, v = 4, 150, 300
+    logits = _sharp_rows(b, n, v, 3)
+    where = torch.rand(b, n, generator=torch.Generator().manual_seed(4)) < 0.8
+    best = torch.tensor([0, 3, 20, int(where[3].sum())])  # none, few, many, every hidden place
+    full = nucleus_draw(logits, 0.95, 0.2, torch.Generator().manual_seed(5), kind, where)
+    lazy = nucleus_draw(logits, 0.95, 0.2, torch.Generator().manual_seed(5), kind, where, best)
+    read = lazy[0] >= 0
+    assert torch.equal(lazy[0][read], full[0][read]) and torch.equal(lazy[1][read], full[1][read])
+    assert (lazy[1][~read] == float("-inf")).all()
+    batch = where.nonzero()[:, 0]
+    top = 0.0 if kind == "entropy" else 1.0  # a one-token nucleus's score, read before any choice
+    assert (full[1][read & (batch == 0)] > top - 1e-9).all() and read[batch == 3].all()
+    assert (~read[batch == 1]).sum() > 50 and (~read[batch == 2]).sum() > 20  # the test has teeth
+    for row in range(b):
+        if best[row] == 0:
+            continue
+        mine = full[1][batch == row]
+        cut = mine.sort(descending=True).values[best[row] - 1]
+        assert (mine[~read[batch == row]] < cut).all()
+    scores = [torch.full((b, n), float("-inf"), dtype=torch.float64).masked_scatter(where, s[1]) for s in (full, lazy)]
+    picks = [commit_top(s, best, torch.Generator().manual_seed(6)) for s in scores]
+    assert torch.equal(picks[0], picks[1])
+
+
+def test_best_skips_rows_below_the_one_token_nuclei_by_hand():
+    """One batch row, three places: two whose top token alone holds 0.95 of the mass at T = 1, one
+    with two equal tokens. Keeping 2, the pair is not read (negative entropy at most log(0.5 / 0.95)
+    < 0, theirs 0); keeping 3 it is, with entropy log 2."""
+    logits = torch.full((1, 3, 6), -30.0)
+    logits[0, 0, 1] = logits[0, 1, 4] = 0.0
+    logits[0, 2, 2] = logits[0, 2, 5] = 0.0
+    tokens, scores = nucleus_draw(logits, 0.95, 1.0, torch.Generator().manual_seed(0), "entropy",
+                                  best=torch.tensor([2]))
+    assert tokens.tolist() == [[1, 4, -1]] and scores[0, 2] == float("-inf")
+    assert scores[0, :2].abs().max() < 1e-12
+    tokens, scores = nucleus_draw(logits, 0.95, 1.0, torch.Generator().manual_seed(0), "entropy",
+                                  best=torch.tensor([3]))
+    assert tokens[0, 2] in (2, 5) and abs(scores[0, 2].item() + math.log(2)) < 1e-9
+
+
+def test_best_must_come_with_a_score_and_one_count_per_batch_row():
+    logits = torch.randn(2, 3, 8)
+    with pytest.raises(ValueError, match="best"):
+        nucleus_draw(logits, 0.9, 1.0, None, None, best=torch.tensor([1, 1]))
+    with pytest.raises(ValueError, match="best"):
+        nucleus_draw(logits, 0.9, 1.0, None, "entropy", best=torch.tensor([1]))
+
+
+@pytest.mark.parametrize("kind", ["probability", "margin", "entropy"])
+@pytest.mark.parametrize("top_p", [0.3, 0.7, 0.95])
+def test_the_score_bound_is_above_every_score(kind, top_p):
+    """`score_bound` from p1 and the sum of squared probabilities (computed here in float64) is at
+    least the score `nucleus_draw` gives, on rows from flat to one-token nuclei."""
+    from unmask.sampling.categorical import score_bound
+
+    logits = _sharp_rows(1, 2000, 200, 7)[0] * 3
+    scores = nucleus_draw(logits, top_p, 0.5, torch.Generator().manual_seed(0), kind)[1]
+    p = (logits.double() / 0.5).softmax(-1)
+    bound = score_bound(kind, p.amax(-1), p.square().sum(-1), top_p)
+    assert (scores <= bound + 1e-12).all()
+    assert (bound - scores).min() < 1e-3  # tight somewhere (one-token nuclei)
+
+
+def test_the_score_bound_by_hand():
+    """Four tokens of probability 0.2 and 0.2 spread over twenty more, top-p 0.8: the nucleus is the
+    four, of mass 0.8 = top-p, so the bounds are reached: each token's renormalised probability 1/4,
+    negative entropy -log 4. With top-p 0.5 the nucleus (three tokens, mass 0.6) bounds at 0.4."""
+    from unmask.sampling.categorical import score_bound
+
+    p1, squared = torch.tensor([0.2], dtype=torch.float64), torch.tensor([4 * 0.04 + 20 * 0.01**2], dtype=torch.float64)
+    assert score_bound("probability", p1, None, 0.8).item() == pytest.approx(0.25, rel=1e-12)
+    assert score_bound("margin", p1, None, 0.5).item() == pytest.approx(0.4, rel=1e-12)
+    assert score_bound("entropy", p1, squared, 0.8).item() == pytest.approx(-math.log(4), rel=1e-12)
+    # the collision bound is the tighter one where the top token stands apart: 0.5, then 0.05 x 10
+    p1, squared = torch.tensor([0.5], dtype=torch.float64), torch.tensor([0.25 + 10 * 0.0025], dtype=torch.float64)
+    assert score_bound("entropy", p1, squared, 0.95).item() == pytest.approx(math.log(0.275 / 0.95**2), rel=1e-12)
+    assert score_bound("entropy", p1, None, 0.95).item() == pytest.approx(math.log(0.5 / 0.95), rel=1e-12)

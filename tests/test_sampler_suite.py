@@ -151,6 +151,40 @@ def test_dream_breaks_ties_at_random_not_left_to_right():
     assert torch.allclose((out != 5).double().mean(0), torch.full((4,), 0.25, dtype=torch.float64), atol=0.03)
 
 
+@pytest.mark.parametrize("alg", ["maskgit_plus", "topk_margin", "entropy"])
+def test_dream_greedy_steps_equal_reading_every_place(alg, monkeypatch):
+    """A greedy Dream step reads only the places that may be among its surest (`nucleus_draw`'s
+    `best`); the whole decoding gives the tokens of a step that reads every hidden place, on a
+    model from flat to peaked, with a prompt, for three seeds."""
+    import unmask.sampling.dream as dream
+    from unmask.sampling.categorical import nucleus_draw
+
+    v, n = 64, 48
+    weights = torch.randn(v, v, generator=torch.Generator().manual_seed(0))
+    waves = torch.sin(torch.arange(n)[:, None] * torch.arange(v)[None] * 0.37)
+
+    def model(tokens):  # context-dependent logits, sharper at later positions
+        ctx = torch.nn.functional.one_hot(tokens.clamp(max=v - 1), v).float().mean(1, keepdim=True)
+        return (ctx @ weights + 2.5 * waves) * torch.linspace(0.2, 3, n)[:, None]
+
+    canvas = torch.full((5, n), v)
+    canvas[:, :5] = 3
+    every = []  # the steps' `best`, to see that the lazy read was asked for
+    for seed in range(3):
+        lazy = generate(model, canvas, DreamSampler(steps=10, alg=alg), mask_id=v,
+                        generator=torch.Generator().manual_seed(seed)).tokens
+        monkeypatch.setattr(dream, "nucleus_draw", lambda *a: every.append(a[6]) or nucleus_draw(*a[:6]))
+        eager = generate(model, canvas, DreamSampler(steps=10, alg=alg), mask_id=v,
+                         generator=torch.Generator().manual_seed(seed)).tokens
+        monkeypatch.undo()
+        assert torch.equal(lazy, eager)
+    assert len(every) == 30 and all(b is not None for b in every)
+    probe = model(canvas)
+    hidden = canvas == v
+    tokens = nucleus_draw(probe, 0.95, 0.2, None, dream.ALGORITHMS[alg], hidden, hidden.sum(1) // 10)[0]
+    assert (tokens == -1).sum() > 20  # most places of the first step are not read
+
+
 # --- Threshold (Fast-dLLM, dParallel) ---------------------------------------------------------
 
 

@@ -226,11 +226,16 @@ _NUCLEUS_TOP_K = (8, 64)  # the top-K reads `nucleus_draw` tries, smallest first
 # a row's most likely token is its whole nucleus when its probability p1 reaches top_p by this much: then
 # the second token's mass before it, (p1 + p2) - p2 in float64, is surely not below top_p either
 _SURE_MARGIN = 1e-12
+# a score computed by `_read_sorted` is within this of its exact value (float64 rounding of sums of
+# at most V terms, far below it), so a row whose upper bound is below a known score by more cannot beat it
+_BOUND_SLACK = 1e-9
+# `nucleus_draw` with `best` keeps every row's weights between its two passes up to this many elements
+_KEPT_ELEMENTS = 2**24
 
 
 def nucleus_draw(
     logits: torch.Tensor, top_p: float, temperature: float = 1.0, generator: torch.Generator | None = None,
-    score: str | None = None, where: torch.Tensor | None = None,
+    score: str | None = None, where: torch.Tensor | None = None, best: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`categorical(nucleus(logits / temperature, top_p))`, read from the sorted nucleus, with no scatter back.
 
@@ -251,6 +256,17 @@ def nucleus_draw(
     means surer), all under the renormalised nucleus. Returns (Long[...], Float64[...] or None).
     where: Bool[...] (logits' leading shape): draw only there and return Long[M], Float64[M] in
     row-major order, as `nucleus_draw(logits[where], ...)` would, without copying the logits.
+
+    best: Long[B], for logits [B, N, V] and a score: the caller keeps only the best[b] highest scores of
+    batch row b (as Dream's greedy choice of places does), so on the CPU a row is read only if it may be
+    among them. Every row's most likely token has probability p1 = 1 / (its weights' total), known
+    before any top-K read or sort, and the nucleus's mass m is at least top_p, so each score is at most
+    a bound from p1 alone: probability and margin at most min(1, p1 / top_p), negative entropy at most
+    min(0, log(p1 / top_p)) (min-entropy bounds entropy). In each batch row the best[b] rows with the
+    highest bounds (a one-token nucleus: its exact score) are read first; the best[b]-th of their scores,
+    t, is a floor of the kept scores, so only the rows whose bound reaches t are read after them. The
+    rest cannot be kept: token -1, score -inf. Every row read has the token and score it has without
+    `best`, and the uniforms are drawn as without it.
     """
     if not temperature >= 0:  # NaN too
         raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -261,6 +277,9 @@ def nucleus_draw(
     v = logits.shape[-1]
     if v == 0:
         raise ValueError("cannot draw from an empty vocabulary")
+    if best is not None and (score is None or logits.ndim != 3 or best.shape != logits.shape[:1]):
+        raise ValueError(f"best needs a score and logits [B, N, V] with best Long[B]; got score {score!r}, "
+                         f"logits {tuple(logits.shape)}, best {tuple(best.shape)}")
     flat = logits.detach().reshape(-1, v)
     index = None if where is None else _drawn_rows(where, flat.shape[0])
     m, device = (flat.shape[0] if index is None else index.shape[0]), logits.device
@@ -270,22 +289,24 @@ def nucleus_draw(
     rows = max(16, _BLOCK_ELEMENTS // v)
     # the top-K reads are for the CPU, where a sort of V is the cost; on an accelerator the sort is one
     # kernel, and choosing the rows to read again would wait for the device
-    tiers = [k for k in _NUCLEUS_TOP_K if k < v] if top_p < 1 and device.type == "cpu" else []
+    reads = top_p < 1 and device.type == "cpu"
+    tiers = [k for k in _NUCLEUS_TOP_K if k < v] if reads else []
     wide = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    buffer = torch.empty((min(rows, m), v), dtype=wide, device=device)  # one for every block
+    out = (u, tokens, scores, score, top_p, tiers)
+    lazy = best is not None and reads
+    keep = lazy and m * v <= _KEPT_ELEMENTS  # the first pass's weights are read again, not made again
+    buffer = torch.empty((m if keep else min(rows, m), v), dtype=wide, device=device)  # one for every block
+    if lazy:
+        later, norms = [], torch.empty(m, 1, dtype=torch.float64, device=device)
+        squares = torch.empty(m, dtype=torch.float64, device=device) if score == "entropy" else None
     for lo in range(0, m, rows):
         block = flat[lo : lo + rows] if index is None else flat.index_select(0, index[lo : lo + rows])
-        # exp((x - max x) / T) in float32 (float64 for float64 logits), as the inverse CDF's; every path reads these
-        weights = buffer[: len(block)]  # never the caller's tensor
-        shifted_weights(block, block.amax(-1, keepdim=True), temperature or 1.0, weights)
-        norm = weights.sum(-1, keepdim=True).double()
+        weights, norm = _weigh(block, temperature, buffer[lo:] if keep else buffer)
         pending = torch.arange(len(block), device=device)
         ordered = True  # pending is still 0, 1, ..., every row of the block in order
-        if tiers:  # the nucleus's size n is at least top_p / max p, and top_p^2 / sum p^2 (Cauchy-Schwarz)
-            least = top_p * norm[:, 0]
-            least = torch.maximum(least, least.square() / torch.linalg.vector_norm(weights, dim=-1).double().square())
-            # the top weight is 1, so max p = 1 / norm: where it alone reaches top_p, n = 1, and the
-            # nucleus is the stable sort's first token, the first argmax; no top-K read is needed
+        if reads:
+            # the top weight is 1, so max p = 1 / norm: where it alone reaches top_p, the nucleus is the
+            # stable sort's first token, the first argmax; no top-K read is needed
             alone = 1 / norm[:, 0] >= top_p + _SURE_MARGIN
             single = pending[alone]
             if len(single):
@@ -294,32 +315,108 @@ def nucleus_draw(
                 _read_sorted(weights[single[:, None], order] / norm[single], order, top_p, u, lo + single, tokens,
                              scores, score)
                 pending, ordered = pending[~alone], False
-        for k in tiers:  # try K only where n may be below K
-            low = least[pending] < k
-            tried = pending[low]
-            if len(tried) == 0:
+            if lazy:  # read after every row's bound is known
+                later.append(lo + pending)
+                norms[lo : lo + len(block)] = norm
+                if squares is not None:
+                    squares[lo : lo + len(block)] = torch.linalg.vector_norm(weights, dim=-1).double().square()
                 continue
-            values, order = _top_k(block if ordered and len(tried) == len(block) else block.index_select(0, tried), k)
-            if (values[:, 1:] == values[:, :-1]).any():  # ties in id order, as the stable full sort puts them
-                order, by_index = order.sort(dim=-1)
-                values, by_value = values.gather(-1, by_index).sort(dim=-1, descending=True, stable=True)
-                order = order.gather(-1, by_value)
-            kept = _read_sorted(weights[tried[:, None], order] / norm[tried], order, top_p, u, lo + tried, tokens,
-                                scores, score)
-            # right where the nucleus ends inside the K, its last token more likely than the K-th
-            inside = ((kept < k) & (values.gather(1, kept - 1) > values[:, -1:])).squeeze(1)
-            pending, ordered = torch.cat((pending[~low], tried[~inside])), False
-        if len(pending) == 0:  # often no row is left
-            continue
-        if ordered:
-            order = block.sort(dim=-1, descending=True, stable=True)[1]
-            probs = weights.gather(1, order) / norm
-        else:
-            order = block.index_select(0, pending).sort(dim=-1, descending=True, stable=True)[1]
-            probs = weights[pending[:, None], order] / norm[pending]
-        _read_sorted(probs, order, top_p, u, lo + pending, tokens, scores, score)
+        _read_rest(block, weights, norm, pending, ordered, lo + pending, out)
+    if lazy:
+        rest = torch.cat(later)
+
+        def read(at):  # the rows `at` (slots), from the kept weights or made again
+            for lo in range(0, len(at), rows):
+                slots = at[lo : lo + rows]
+                block = flat.index_select(0, slots if index is None else index[slots])
+                weights, norm = (buffer.index_select(0, slots), norms[slots]) if keep else \
+                    _weigh(block, temperature, buffer)
+                _read_rest(block, weights, norm, torch.arange(len(block), device=device), True, slots, out)
+
+        batch = (torch.arange(m, device=device) if index is None else index) // logits.shape[1]
+        squared = None if squares is None else squares[rest] / norms[rest, 0].square()
+        bound = score_bound(score, 1 / norms[rest, 0], squared, top_p)
+        known = scores.index_copy(0, rest, bound)  # the one-token nuclei's scores, the others' bounds
+        first = _ranks_in_groups(known, batch, logits.shape[0]) < best.to(device)[batch]
+        read(rest[first[rest]])
+        # t: each batch row's lowest score among its first best[b], all read now (+inf: none wanted)
+        floor = torch.full((logits.shape[0],), float("inf"), dtype=torch.float64, device=device)
+        floor.scatter_reduce_(0, batch[first], scores[first], "amin")
+        second = ~first[rest] & (bound >= floor[batch[rest]] - _BOUND_SLACK)
+        read(rest[second])
+        skipped = rest[~first[rest] & ~second]
+        tokens[skipped], scores[skipped] = -1, float("-inf")
     shape = logits.shape[:-1] if where is None else (m,)
     return tokens.reshape(shape), None if scores is None else scores.reshape(shape)
+
+
+def _weigh(block: torch.Tensor, temperature: float, buffer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows' weights exp((x - max x) / T) (`shifted_weights`, T = 0 read as 1), written into the
+    buffer's first rows (never the caller's tensor), and their totals, Float64[r, 1]; every path of
+    `nucleus_draw` reads these."""
+    weights = buffer[: len(block)]
+    shifted_weights(block, block.amax(-1, keepdim=True), temperature or 1.0, weights)
+    return weights, weights.sum(-1, keepdim=True).double()
+
+
+def score_bound(score: str, p1: torch.Tensor, squared: torch.Tensor | None, top_p: float) -> torch.Tensor:
+    """An upper bound on `nucleus_draw`'s score of a row from its top probability p1 (and, for the
+    entropy, the sum of its squared probabilities, or None), given that the nucleus's mass m is at least
+    top_p: the drawn token's probability and the margin are at most p1 / m (at most 1); the negative
+    entropy is at most log(p1 / m) (min-entropy) and log(sum p^2 / m^2) (collision entropy of the
+    nucleus, whose squares are among the row's), at most 0. All Float64[r]."""
+    if score != "entropy":
+        return (p1 / top_p).clamp(max=1)
+    least = p1 / top_p if squared is None else torch.minimum(p1 / top_p, squared / top_p**2)
+    return least.log().clamp(max=0)
+
+
+def _ranks_in_groups(values: torch.Tensor, groups: torch.Tensor, count: int) -> torch.Tensor:
+    """Long[M]: each value's rank (0: the largest) among the values of its group. values: [M]; groups:
+    Long[M] in [0, count)."""
+    order = values.argsort(descending=True, stable=True)
+    order = order[groups[order].argsort(stable=True)]  # by group, then by value, largest first
+    starts = torch.bincount(groups, minlength=count).cumsum(0) - torch.bincount(groups, minlength=count)
+    place = torch.arange(len(values), device=values.device) - starts[groups[order]]
+    return torch.empty_like(place).index_copy_(0, order, place)
+
+
+def _read_rest(block, weights, norm, pending, ordered, slots, out) -> None:
+    """Draw the `pending` rows of a block (block-local, Long[r]; `ordered`: all of them, in order) and
+    write them at `slots` (Long[r]) of the outputs: from their top K tokens where the nucleus ends
+    inside them, else from a sort of all V. out: (u, tokens, scores, score, top_p, tiers)."""
+    u, tokens, scores, score, top_p, tiers = out
+    if len(pending) == 0:  # often every row of the block was a one-token nucleus
+        return
+    if tiers:  # the nucleus's size n is at least top_p / max p, and top_p^2 / sum p^2 (Cauchy-Schwarz)
+        least = top_p * norm[:, 0]
+        least = torch.maximum(least, least.square() / torch.linalg.vector_norm(weights, dim=-1).double().square())
+        least = least if ordered else least[pending]
+    for k in tiers:  # try K only where n may be below K
+        low = least < k
+        tried, at = pending[low], slots[low]
+        if len(tried) == 0:
+            continue
+        values, order = _top_k(block if ordered and len(tried) == len(block) else block.index_select(0, tried), k)
+        if (values[:, 1:] == values[:, :-1]).any():  # ties in id order, as the stable full sort puts them
+            order, by_index = order.sort(dim=-1)
+            values, by_value = values.gather(-1, by_index).sort(dim=-1, descending=True, stable=True)
+            order = order.gather(-1, by_value)
+        kept = _read_sorted(weights[tried[:, None], order] / norm[tried], order, top_p, u, at, tokens, scores, score)
+        # right where the nucleus ends inside the K, its last token more likely than the K-th
+        inside = ((kept < k) & (values.gather(1, kept - 1) > values[:, -1:])).squeeze(1)
+        pending, slots, least = torch.cat((pending[~low], tried[~inside])), torch.cat((slots[~low], at[~inside])), \
+            torch.cat((least[~low], least[low][~inside]))
+        ordered = False
+    if len(pending) == 0:  # often no row is left
+        return
+    if ordered:
+        order = block.sort(dim=-1, descending=True, stable=True)[1]
+        probs = weights.gather(1, order) / norm
+    else:
+        order = block.index_select(0, pending).sort(dim=-1, descending=True, stable=True)[1]
+        probs = weights[pending[:, None], order] / norm[pending]
+    _read_sorted(probs, order, top_p, u, slots, tokens, scores, score)
 
 
 _TOP_K_CHUNK = 32

@@ -67,7 +67,10 @@ class DreamSampler:
         hidden = tokens == mask_id
         share = self.share(state.step)
         count = (hidden.sum(1).double() * share).floor().long() if share < 1 else hidden.sum(1)
-        drawn, score = nucleus_draw(logits, self.top_p, self.temperature, generator, ALGORITHMS[self.alg], hidden)
+        # greedy choice: a row's places that cannot be among its `count` surest are not read
+        best = count if self.alg_temp == 0 else None
+        drawn, score = nucleus_draw(logits, self.top_p, self.temperature, generator, ALGORITHMS[self.alg], hidden,
+                                    best)
         scores = torch.full(tokens.shape, float("-inf"), dtype=torch.float64, device=tokens.device)
         scores[hidden] = score
         commit = sample_top(scores, count, self.alg_temp, generator)
