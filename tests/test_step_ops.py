@@ -56,7 +56,7 @@ class Unseen:
 SAMPLERS = {  # name -> (sampler, most operations per step)
     "threshold, dual cache": (BlockCached(ThresholdSampler(0.9, block_length=16), "dual"), 105),
     "threshold, prefix cache": (BlockCached(ThresholdSampler(0.9, block_length=16), "prefix"), 105),
-    "threshold": (ThresholdSampler(0.9, block_length=16), 76),
+    "threshold": (ThresholdSampler(0.9, block_length=16), 71),
     "LLaDA": (LLaDASampler(32, block_length=16), 84),
 }
 

@@ -62,3 +62,23 @@ def test_logits_are_left_unchanged_and_bad_measures_refused():
     assert torch.equal(logits, before)
     with pytest.raises(ValueError, match="measure"):
         surety(logits, logits.argmax(-1), "margin")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("v", [1000, 1024])  # first_argmax reads chunks of 32 at V = 1024
+def test_top_probability_is_the_argmax_and_its_surety_bit_for_bit(dtype, v):
+    """`top_probability` gives `categorical(logits, 0)` and `surety(..., "probability")` of it exactly:
+    ruled-out tokens, ties (the first index), a certain token, a row 100 nats wide; the logits unchanged."""
+    from unmask.sampling import categorical
+    from unmask.sampling.confidence import top_probability
+
+    logits = rows()[:, :v].to(dtype)
+    logits[11, 900:] = logits[11].max() + 1  # tied best tokens: the first is taken
+    logits[13, :500] -= 100  # most of the row below the exp floor
+    before = logits.clone()
+    drawn, p = top_probability(logits)
+    assert torch.equal(drawn, categorical(logits, 0.0)) and drawn[11] == 900
+    assert torch.equal(p, surety(logits, drawn, "probability"))
+    want = confidence(log_probs(logits), drawn, "probability")
+    assert torch.allclose(p, want, rtol=1e-6 if dtype != torch.bfloat16 else 1e-2), (p - want).abs().max()
+    assert torch.equal(logits, before)

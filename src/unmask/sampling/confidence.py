@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .categorical import EXP_FLOOR
+from .categorical import EXP_FLOOR, first_argmax
 
 KINDS = ("probability", "margin", "entropy")
 
@@ -47,6 +47,19 @@ def surety(logits: torch.Tensor, drawn: torch.Tensor, measure: str = "probabilit
     total = weights.sum(-1, dtype=torch.float64)
     spread = shifted.mul_(weights).sum(-1, dtype=torch.float64)
     return spread / total - total.log()
+
+
+def top_probability(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's most likely token (the first, as argmax) and its probability under softmax(logits): the
+    values `categorical(logits, 0)` and `surety(logits, drawn, "probability")` give, bit for bit, from
+    the max that the token already gives (no second pass over V for it) and a buffer shifted in place.
+    logits: Float[M, V]. Returns (Long[M], Float64[M])."""
+    logits = logits.detach()
+    drawn = first_argmax(logits)
+    top = logits.gather(-1, drawn.unsqueeze(-1))
+    floor = EXP_FLOOR[torch.float64 if logits.dtype == torch.float64 else torch.float32]
+    total = torch.sub(logits, top).clamp_(min=floor).exp_().sum(-1).double()
+    return drawn, total.reciprocal_()
 
 
 def entropy(logp: torch.Tensor) -> torch.Tensor:

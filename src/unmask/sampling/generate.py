@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 import torch
 
 from .checks import is_integer
+from .select import copy_rows
 
 
 class GenerationOutput(NamedTuple):
@@ -112,7 +113,7 @@ def generate(
                 if part.shape[0] != places.shape[0]:
                     raise ValueError(f"the denoiser's light read returned {part.shape[0]} rows of logits for "
                                      f"{places.shape[0]} queried places")
-                logits.view(-1, mask_id).index_copy_(0, places, part.to(logits.dtype))
+                copy_rows(logits.view(-1, mask_id), places, part.to(logits.dtype))
                 top.view(-1).index_copy_(0, places, part.amax(-1).to(top.dtype))
                 light += 1
             else:

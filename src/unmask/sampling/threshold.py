@@ -16,7 +16,7 @@ import torch
 
 from . import blocks, checks
 from .categorical import categorical
-from .confidence import surety
+from .confidence import surety, top_probability
 from .select import commit_best, flat_places, rows_where
 
 MEASURES = ("confidence", "entropy")
@@ -61,18 +61,15 @@ class ThresholdSampler:
         eligible = hidden & in_block
         places = flat_places(eligible)
         at = rows_where(logits, places=places)
-        drawn = categorical(at, self.temperature, generator)
-        if self.measure == "confidence":
-            sure = surety(at, drawn, "probability")
-            passes = sure >= self.threshold
+        if self.measure == "confidence" and self.temperature == 0:
+            drawn, sure = top_probability(at)  # the argmax and its probability, one pass over V fewer
         else:
-            sure = surety(at, drawn, "entropy")
-            passes = -sure <= self.threshold
+            drawn = categorical(at, self.temperature, generator)
+            sure = surety(at, drawn, "probability" if self.measure == "confidence" else "entropy")
+        least = self.threshold if self.measure == "confidence" else -self.threshold  # entropy at most the threshold
         scores = torch.full(tokens.shape, float("-inf"), dtype=torch.float64, device=tokens.device)
         scores.view(-1).index_copy_(0, places, sure)
-        accept = torch.zeros_like(hidden)
-        accept.view(-1).index_copy_(0, places, passes)
-        commit = accept | commit_best(scores, generator)  # and always the surest one
+        commit = (scores >= least) | commit_best(scores, generator)  # every sure enough one, and always the surest
         proposals = tokens.clone()
         proposals.view(-1).index_copy_(0, places, drawn)
         cur.step = cur.step + hidden.any(1).long()
