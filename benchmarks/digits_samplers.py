@@ -108,7 +108,7 @@ def points(maskgit) -> list[Point]:
     mg = lambda steps: MaskGITSampler(steps, Schedule("cosine"), 1.0, maskgit.choice_temperature)  # noqa: E731
     magnet = lambda steps: MagnetSampler(8, 8, steps, span_len=2, temperature=1.0, top_p=1.0, offset=1)  # noqa: E731
     ps = [Point(f"MaskGIT {s}", "MaskGIT", mg(s)) for s in (4, 8, 12, 16)]
-    ps += [Point(f"aMUSEd {s}", "aMUSEd", AmusedSampler(s)) for s in (8, 12)]
+    ps += [Point(f"aMUSEd {s}", "aMUSEd", AmusedSampler(s, draw="diffusers")) for s in (8, 12)]
     ps += [Point(f"LLaDA low-conf {s}", "LLaDA low-confidence", LLaDASampler(s, 32, temperature=1.0))
            for s in (8, 12, 16)]
     ps += [Point(f"LLaDA random {s}", "LLaDA random", LLaDASampler(s, 32, "random", temperature=1.0))

@@ -187,7 +187,7 @@ def every_sampler(batch: int, repeats: int, only: str = "") -> dict:
     samplers = {
         "MaskGIT 12": MaskGITSampler(STEPS, Schedule("cosine")),
         "aMUSEd 12": AmusedSampler(STEPS),
-        "aMUSEd 12, inverse-CDF draw": AmusedSampler(STEPS, draw="inverse_cdf"),
+        "aMUSEd 12, diffusers' draws": AmusedSampler(STEPS, draw="diffusers"),
         "ancestral 12": AncestralSampler(STEPS),
         "LLaDA 64, blocks of 32": LLaDASampler(64, block_length=32),
         "Dream 12": DreamSampler(STEPS),

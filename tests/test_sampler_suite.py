@@ -301,7 +301,7 @@ def test_amused_equals_diffusers_step_for_step(steps, schedule, temperature, rat
     x = canvas.clone()
     for t in sched.timesteps:
         x = sched.step(model(x), t, x, starting_mask_ratio=ratio, generator=g).prev_sample
-    ours = generate(model, canvas, AmusedSampler(steps, schedule, temperature, ratio), mask_id=v,
+    ours = generate(model, canvas, AmusedSampler(steps, schedule, temperature, ratio, draw="diffusers"), mask_id=v,
                     generator=torch.Generator().manual_seed(0))
     assert torch.equal(ours.tokens, x) and ours.nfe == steps
 

@@ -1,23 +1,25 @@
-"""aMUSEd decoding (Patil et al. 2024, "aMUSEd: an open MUSE reproduction"), step for step as
-diffusers' `AmusedScheduler.step`, so a model served by diffusers gives the same tokens here.
+"""aMUSEd decoding (Patil et al. 2024, "aMUSEd: an open MUSE reproduction"): diffusers'
+`AmusedScheduler.step` rule, and with `draw="diffusers"` its very draws, so that a model served by
+diffusers gives the same tokens here.
 
 The idea is MaskGIT's (Chang et al. 2022): draw every hidden token, keep the most confident, hide the
-rest again. aMUSEd differs in three details that this file keeps: the count to re-hide is
+rest again. aMUSEd differs in details that this file keeps: the count to re-hide is
 `floor(L * gamma(r) * starting_mask_ratio)` with L the full sequence length (not the hidden count
 at the start), the choice temperature follows `linspace(a, b, T)` (a scalar a means
-`linspace(a, 0.01, T)`), the tokens are drawn by float32 `torch.multinomial`, and the choice noise
-is drawn in the probabilities' dtype, then added in float32 at least. With the same logits, of any
-float dtype, and the same `torch.Generator`, `step` returns what diffusers returns.
+`linspace(a, 0.01, T)`), and the choice noise is drawn in the probabilities' dtype, then added in
+float32 at least.
 
-On a CPU generator the draw is made at hidden places only (`multinomial_rows`): torch's multinomial
-is an exponential race over every place of the canvas, hidden or not, and the tokens it gives at the
-hidden places are reproduced from the same uniforms, token for token, with the generator left where
-the whole call leaves it. Every place's uniforms must still be drawn, so at V = 1024 this default
-still costs more than the rest of the step. `draw="inverse_cdf"` gives up the bit-equality for that
-share: the tokens come from the shared float64 inverse-CDF draw
-(`categorical`), at hidden places only, from the same distribution softmax(logits), and the
-confidence is the drawn token's probability from that same draw. The counts, the schedule and the
-choice noise are the same in both modes.
+Two draws of the tokens, from the same distribution softmax(logits):
+- `draw="inverse_cdf"` (the default): the shared float64 inverse-CDF draw (`categorical`), at hidden
+  places only; the confidence is the drawn token's probability from that same draw.
+- `draw="diffusers"`: diffusers' float32 `torch.multinomial`, so that with the same logits, of any
+  float dtype, and the same `torch.Generator`, `step` returns what diffusers returns. On a CPU
+  generator it is made at hidden places only (`multinomial_rows`): torch's multinomial is an
+  exponential race over every place of the canvas, hidden or not, and the tokens it gives at the
+  hidden places are reproduced from the same uniforms, token for token, with the generator left where
+  the whole call leaves it. Every place's V uniforms must still be drawn, which at V = 1024 costs
+  more than the rest of the step: diffusers' own cost, kept only where its tokens are wanted.
+The counts, the schedule and the choice noise are the same in both.
 
 Two deliberate differences, both where diffusers misbehaves: given tokens get confidence +inf (diffusers
 uses the largest finite float, so a huge choice temperature can re-hide a given token), and a row with
@@ -53,7 +55,7 @@ class AmusedSampler:
     schedule: str = "cosine"
     choice_temperature: float | tuple[float, float] = (2.0, 0.0)
     starting_mask_ratio: float = 1.0
-    draw: str = "diffusers"
+    draw: str = "inverse_cdf"
 
     def __post_init__(self):
         checks.integer(self, "steps")
