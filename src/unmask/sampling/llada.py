@@ -84,5 +84,5 @@ class LLaDASampler:
         proposals.view(-1).index_copy_(0, places, drawn)
         commit = commit_top(scores, count, generator)
         out = torch.where(commit, proposals, tokens)
-        cur.step = cur.step + hidden.any(1).long()
+        cur.step = cur.step + hidden.any(1)
         return out, LLaDAState(**cur.lists(), steps_per_block=state.steps_per_block)

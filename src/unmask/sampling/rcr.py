@@ -91,7 +91,7 @@ class RCRSampler:
         mine = reached & ~torch.isnan(running)  # committed by this sampler, so free to revise
         lowness = (-running).masked_fill(~mine, float("-inf"))
         out = out.masked_fill(commit_top(lowness, keep, generator), mask_id)
-        cur.step = cur.step + hidden.any(1).long()
+        cur.step = cur.step + hidden.any(1)
         # the cursor and the running confidences in one read (floats hold the cursor's counts exactly)
         keys = ("start", "block", "step", "size")
         both = torch.cat([torch.stack([getattr(cur, k) for k in keys], 1).double(), running], 1).tolist()

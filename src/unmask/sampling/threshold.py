@@ -72,5 +72,5 @@ class ThresholdSampler:
         commit = (scores >= least) | commit_best(scores, generator)  # every sure enough one, and always the surest
         proposals = tokens.clone()
         proposals.view(-1).index_copy_(0, places, drawn)
-        cur.step = cur.step + hidden.any(1).long()
+        cur.step = cur.step + hidden.any(1)
         return torch.where(commit, proposals, tokens), ThresholdState(**cur.lists())
