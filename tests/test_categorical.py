@@ -197,7 +197,7 @@ def test_first_argmax_is_argmax_with_ties_nan_and_dead_rows():
 
     g = torch.Generator().manual_seed(0)
     for v in (256, 1024, 1000):
-        x = torch.randint(0, 5, (6, 24, v), generator=g).float()  # many ties; 2^15 entries or more: chunks
+        x = torch.randint(0, 5, (6, 176, v), generator=g).float()  # many ties; 2^18 entries or more: chunks
         x[0, 0, :] = float("-inf")
         x[0, 1, 300 % v] = float("nan")
         x[0, 2, :] = 3.0

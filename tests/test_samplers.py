@@ -292,3 +292,26 @@ def test_named_samplers():
     assert isinstance(named_sampler("first-hitting", 8), FirstHittingSampler)
     with pytest.raises(ValueError, match="sampler must be one of"):
         named_sampler("greedy", 8)
+
+
+def test_the_loop_runs_in_inference_mode_unless_steps_are_watched():
+    """Without `on_step` the denoiser and the sampler run in inference mode (no autograd bookkeeping)
+    and the tokens come back as a plain tensor, which training can embed and backpropagate through;
+    with `on_step` nothing runs in inference mode, so the tensors it sees can be saved for backward."""
+    seen = []
+
+    def denoiser(tokens):
+        seen.append(torch.is_inference_mode_enabled())
+        return torch.randn(tokens.shape[0], tokens.shape[1], V, generator=torch.Generator().manual_seed(len(seen)))
+
+    canvas = torch.full((2, 6), V)
+    out = generate(denoiser, canvas, MaskGITSampler(3), mask_id=V, generator=torch.Generator().manual_seed(0))
+    assert seen and all(seen) and not out.tokens.is_inference()
+    embed = torch.nn.Embedding(V + 1, 3)
+    embed(out.tokens).sum().backward()  # an inference tensor cannot be saved for backward
+    assert embed.weight.grad is not None
+    seen.clear()
+    watched = []
+    generate(denoiser, canvas, MaskGITSampler(3), mask_id=V, generator=torch.Generator().manual_seed(0),
+             on_step=lambda tokens, new, logits: watched.append(new))
+    assert seen and not any(seen) and not any(t.is_inference() for t in watched)

@@ -50,16 +50,15 @@ def surety(logits: torch.Tensor, drawn: torch.Tensor, measure: str = "probabilit
 
 
 def top_probability(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's most likely token (the first, as argmax) and its probability under softmax(logits): the
-    values `categorical(logits, 0)` and `surety(logits, drawn, "probability")` give, bit for bit, from
-    the max that the token already gives (no second pass over V for it) and a buffer shifted in place.
+    """Each row's most likely token (the first, as argmax: `categorical(logits, 0)`) and its probability
+    under softmax(logits), read off one softmax over V in float32 (float64 for float64 logits): a fused
+    kernel, where exp, a sum and a division cost about twice as much on a CPU. Within 1e-6 relative
+    of `surety(logits, drawn, "probability")` (tested), and a row's value never depends on the others.
     logits: Float[M, V]. Returns (Long[M], Float64[M])."""
     logits = logits.detach()
     drawn = first_argmax(logits)
-    top = logits.gather(-1, drawn.unsqueeze(-1))
-    floor = EXP_FLOOR[torch.float64 if logits.dtype == torch.float64 else torch.float32]
-    total = torch.sub(logits, top).clamp_(min=floor).exp_().sum(-1).double()
-    return drawn, total.reciprocal_()
+    probs = logits.softmax(-1, dtype=torch.float64 if logits.dtype == torch.float64 else torch.float32)
+    return drawn, probs.gather(-1, drawn.unsqueeze(-1)).squeeze(-1).double()
 
 
 def entropy(logp: torch.Tensor) -> torch.Tensor:

@@ -100,62 +100,65 @@ def generate(
     hidden = tokens == mask_id
     finite = torch.zeros((), dtype=torch.float64, device=canvas.device)  # NaN when the current logits are not fine
     more = bool(hidden.any())
-    while more:
-        if steps >= max_steps:
-            raise RuntimeError(f"{type(sampler).__name__} left tokens hidden after {steps} steps")
-        if logits is None or every_step:
-            extra = {"progress": _progress(sampler, state, hidden, to_fill)} if wants_progress else {}
-            if queries is not None:
-                part, cache = denoiser.light(tokens, queries, cache, width=width, **condition, **extra)
-                _check_logits(part, (None, mask_id), "light read")
-                logits = last  # updated in place: a copy of [B, N, V] per light read would cost more than the read
-                places = queries.reshape(-1).nonzero().squeeze(1)  # row-major, the order of the read's rows
-                if part.shape[0] != places.shape[0]:
-                    raise ValueError(f"the denoiser's light read returned {part.shape[0]} rows of logits for "
-                                     f"{places.shape[0]} queried places")
-                copy_rows(logits.view(-1, mask_id), places, part.to(logits.dtype))
-                top.view(-1).index_copy_(0, places, part.amax(-1).to(top.dtype))
-                light += 1
-            else:
-                if cached:
-                    logits, cache = denoiser.full(tokens, **condition, **extra)
+    # without `on_step` no tensor made here leaves the loop but the tokens, copied out at the end: inference
+    # mode skips autograd's bookkeeping on every operation (the denoiser's too)
+    with torch.inference_mode(on_step is None):
+        while more:
+            if steps >= max_steps:
+                raise RuntimeError(f"{type(sampler).__name__} left tokens hidden after {steps} steps")
+            if logits is None or every_step:
+                extra = {"progress": _progress(sampler, state, hidden, to_fill)} if wants_progress else {}
+                if queries is not None:
+                    part, cache = denoiser.light(tokens, queries, cache, width=width, **condition, **extra)
+                    _check_logits(part, (None, mask_id), "light read")
+                    logits = last  # updated in place: a copy of [B, N, V] per light read would cost more than the read
+                    places = queries.reshape(-1).nonzero().squeeze(1)  # row-major, the order of the read's rows
+                    if part.shape[0] != places.shape[0]:
+                        raise ValueError(f"the denoiser's light read returned {part.shape[0]} rows of logits for "
+                                         f"{places.shape[0]} queried places")
+                    copy_rows(logits.view(-1, mask_id), places, part.to(logits.dtype))
+                    top.view(-1).index_copy_(0, places, part.amax(-1).to(top.dtype))
+                    light += 1
                 else:
-                    logits = denoiser(tokens, **condition, **extra)
-                nfe += 1
-                _check_logits(logits, (*tokens.shape, mask_id), "call")
-                if cached:
-                    logits = logits.contiguous()  # light reads write into it by flat place
-                top = logits.amax(-1)  # [B, N]: one max over V finds NaN, +inf and all -inf
-            last = logits
-            finite = _finiteness(top, hidden)
-        try:
-            new, state = sampler.step(logits, tokens, state, generator)
-        except Exception:
-            if not torch.isfinite(finite):  # read only on the way out: the sampler failed on the bad numbers
-                raise ValueError(_not_finite_message(_not_finite(top, hidden), steps)) from None
-            raise
-        if on_step is not None:
-            on_step(tokens, new, logits)
-        changed = new != tokens
-        moved = changed & fixed
-        new_hidden = new == mask_id
-        flags = [finite, *(f.sum(dtype=torch.float64) for f in (moved, changed, new_hidden))]  # counts
-        queries = light_queries(state, new_hidden) if cached and cache is not None else None
-        if queries is not None:
-            queries = queries | (new != cache.tokens)  # a changed token's cached K/V is stale
-            flags.append(queries.sum(1).amax().double())
-        # the loop's decisions (and the next light read's width) in one host sync per step, not one each
-        fine, any_moved, any_changed, more, *most = torch.stack(flags).tolist()
-        width = int(most[0]) if most else None
-        if not math.isfinite(fine):
-            raise ValueError(_not_finite_message(_not_finite(top, hidden), steps))
-        steps += 1
-        if any_moved:
-            raise ValueError(_moved_message(sampler, moved, tokens, new))
-        if any_changed:
-            logits = None  # the input changed: the next step needs a fresh call
-            tokens, hidden = new, new_hidden
-    return GenerationOutput(tokens, nfe, state, steps, light)
+                    if cached:
+                        logits, cache = denoiser.full(tokens, **condition, **extra)
+                    else:
+                        logits = denoiser(tokens, **condition, **extra)
+                    nfe += 1
+                    _check_logits(logits, (*tokens.shape, mask_id), "call")
+                    if cached:
+                        logits = logits.contiguous()  # light reads write into it by flat place
+                    top = logits.amax(-1)  # [B, N]: one max over V finds NaN, +inf and all -inf
+                last = logits
+                finite = _finiteness(top, hidden)
+            try:
+                new, state = sampler.step(logits, tokens, state, generator)
+            except Exception:
+                if not torch.isfinite(finite):  # read only on the way out: the sampler failed on the bad numbers
+                    raise ValueError(_not_finite_message(_not_finite(top, hidden), steps)) from None
+                raise
+            if on_step is not None:
+                on_step(tokens, new, logits)
+            changed = new != tokens
+            moved = changed & fixed
+            new_hidden = new == mask_id
+            flags = [finite, *(f.sum(dtype=torch.float64) for f in (moved, changed, new_hidden))]  # counts
+            queries = light_queries(state, new_hidden) if cached and cache is not None else None
+            if queries is not None:
+                queries = queries | (new != cache.tokens)  # a changed token's cached K/V is stale
+                flags.append(queries.sum(1).amax().double())
+            # the loop's decisions (and the next light read's width) in one host sync per step, not one each
+            fine, any_moved, any_changed, more, *most = torch.stack(flags).tolist()
+            width = int(most[0]) if most else None
+            if not math.isfinite(fine):
+                raise ValueError(_not_finite_message(_not_finite(top, hidden), steps))
+            steps += 1
+            if any_moved:
+                raise ValueError(_moved_message(sampler, moved, tokens, new))
+            if any_changed:
+                logits = None  # the input changed: the next step needs a fresh call
+                tokens, hidden = new, new_hidden
+    return GenerationOutput(tokens.clone(), nfe, state, steps, light)  # a plain tensor, whatever made it
 
 
 def _check_canvas(canvas) -> None:
