@@ -10,11 +10,13 @@ overhead (total minus denoiser) is reported as a share of the denoiser time. A s
 first-hitting sampling with 1000-step ancestral sampling on the same network: calls and wall time.
 A third part (`--every-sampler`) runs every sampler, the cached block samplers included, on one
 `MaskedTokenModel` of the same size (full and light reads, `CachedDenoiser`) and reports each one's
-time outside the denoiser as a share of the denoiser's.
+time outside the denoiser as a share of the denoiser's. A fourth (`--dream-reference`) times one
+Dream step's draw, ours against Dream's own published procedure, on the same logits.
 
     .venv/bin/python benchmarks/samplers_vs_peers.py            # about 6 minutes on one CPU core
     .venv/bin/python benchmarks/samplers_vs_peers.py --repeats 7 --threads 2
     .venv/bin/python benchmarks/samplers_vs_peers.py --skip-peers --skip-fhs --every-sampler --only dream,dual
+    .venv/bin/python benchmarks/samplers_vs_peers.py --skip-peers --skip-fhs --dream-reference
 """
 
 from __future__ import annotations
@@ -218,6 +220,53 @@ def every_sampler(batch: int, repeats: int, only: str = "") -> dict:
     return res
 
 
+def dream_reference_draw(logits: torch.Tensor, temperature: float, top_p: float, generator) -> tuple:
+    """Dream's published `sample_tokens` with top-p and the entropy score, as its procedure reads (one
+    sort of all V per place, the cumulative softmax, the mask scattered back, a softmax of the kept
+    logits, one categorical draw per place, the entropy of the kept distribution). logits: [M, V]."""
+    logits = logits / temperature
+    values, order = logits.sort(dim=-1, descending=True)
+    remove = values.softmax(-1).cumsum(-1) > top_p
+    remove[..., 1:] = remove[..., :-1].clone()
+    remove[..., 0] = False
+    logits = logits.masked_fill(torch.zeros_like(remove).scatter_(-1, order, remove), torch.finfo(logits.dtype).min)
+    probs = logits.softmax(-1)
+    tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    entropy = -(probs * probs.clamp(min=1e-12).log()).sum(-1)
+    return tokens, -entropy
+
+
+@torch.no_grad()
+def dream_draw_vs_reference(batch: int, repeats: int) -> dict:
+    """One Dream step's draw at every place of the all-hidden canvas (T 0.2, top-p 0.95, entropy score),
+    ours (`nucleus_draw`, reading every place, and with the step's count of places to keep) against
+    Dream's procedure, on the untrained model's logits and on them x8: {case: (ours all, ours best, Dream) ms}."""
+    from unmask.layout import Layout
+    from unmask.nn import MaskedTokenModel, ModelConfig
+    from unmask.sampling import DreamSampler, nucleus_draw
+
+    torch.manual_seed(0)
+    model = MaskedTokenModel(ModelConfig(V, Layout.seq(N), dim=256, depth=4, heads=4)).eval()
+    base = model(torch.full((batch, N), V))
+    hidden = torch.ones(batch, N, dtype=torch.bool)
+    count = torch.full((batch,), int(N * DreamSampler(STEPS).share(0)))
+    res = {}
+    for name, scale in (("untrained logits", 1.0), (f"logits x{PEAKED}", PEAKED)):
+        logits = base * scale
+        runs = {"ours, every place": lambda g, x=logits: nucleus_draw(x, 0.95, 0.2, g, "entropy", hidden),
+                "ours, the step's count": lambda g, x=logits: nucleus_draw(x, 0.95, 0.2, g, "entropy", hidden, count),
+                "Dream's procedure": lambda g, x=logits: dream_reference_draw(x.reshape(-1, V), 0.2, 0.95, g)}
+        times = {k: [] for k in runs}
+        for r in range(repeats + 1):
+            for k, fn in runs.items():
+                t = time.perf_counter()
+                fn(torch.Generator().manual_seed(r))
+                if r:  # the first round warms up
+                    times[k].append(time.perf_counter() - t)
+        res[name] = {k: statistics.median(v) * 1000 for k, v in times.items()}
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
@@ -229,6 +278,8 @@ def main():
     ap.add_argument("--only", default="",
                     help="with --every-sampler: only the samplers whose name contains one of these (comma-separated)")
     ap.add_argument("--skip-peers", action="store_true", help="skip the MaskGIT comparison with the peers")
+    ap.add_argument("--dream-reference", action="store_true",
+                    help="time one Dream step's draw, ours against Dream's own procedure (--every-batch rows)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(describe())
@@ -250,6 +301,12 @@ def main():
         print(f"  first-hitting:             {fn:5d} calls, {fw:9.0f} ms ({fw - fd:.0f} ms outside the network)")
         print(f"  ancestral 1000 (cached):   {an:5d} calls, {aw:9.0f} ms ({aw - ad:.0f} ms outside the network)")
         print(f"  ancestral / first-hitting: calls x{an / fn:.2f}, wall time x{aw / fw:.2f}")
+    if args.dream_reference:
+        print(f"one Dream step's draw over {args.every_batch} x {N} hidden places, V={V}, median of {args.repeats}:")
+        for case, ms in dream_draw_vs_reference(args.every_batch, args.repeats).items():
+            ratio = ms["Dream's procedure"] / ms["ours, every place"]
+            print(f"  {case}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in ms.items())
+                  + f"; Dream's / ours (every place) {ratio:.2f}")
     if args.every_sampler:
         print(f"every sampler on one MaskedTokenModel (4 layers, width 256, N={N}, V={V}, batch {args.every_batch}, "
               f"untrained), median of {args.repeats}: time outside the denoiser as a share of the denoiser's")

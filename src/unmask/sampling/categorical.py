@@ -266,8 +266,9 @@ def nucleus_draw(
     batch row b (as Dream's greedy choice of places does), so on the CPU a row is read only if it may be
     among them. Every row's most likely token has probability p1 = 1 / (its weights' total), known
     before any top-K read or sort, and the nucleus's mass m is at least top_p, so each score is at most
-    a bound from p1 alone: probability and margin at most min(1, p1 / top_p), negative entropy at most
-    min(0, log(p1 / top_p)) (min-entropy bounds entropy). In each batch row the best[b] rows with the
+    a bound (`score_bound`): probability and margin at most min(1, p1 / top_p), negative entropy at most
+    log(p1 / top_p) and log(sum p^2 / top_p^2) (min- and collision entropy bound it from below), and at
+    most 0. In each batch row the best[b] rows with the
     highest bounds (a one-token nucleus: its exact score) are read first; the best[b]-th of their scores,
     t, is a floor of the kept scores, so only the rows whose bound reaches t are read after them. The
     rest cannot be kept: token -1, score -inf. Every row read has the token and score it has without
