@@ -71,7 +71,9 @@ def generate(
     whose `uses_progress` is true, and it also receives `progress=Float64[B]`. `on_step(tokens, new,
     logits)`, if given, sees every step: its input tokens, the tokens it returned and the logits it read
     (a trajectory for policy-gradient training, `objectives/mdpo.py`); light reads update the logits
-    in place, so keep a copy of what you need from them.
+    in place, so keep a copy of what you need from them. Without `on_step` the loop, the denoiser's calls
+    included, runs in `torch.inference_mode` (no autograd bookkeeping on any operation) and the tokens
+    come back as a plain tensor; a denoiser that keeps tensors it makes for autograd later must clone them.
     """
     _check_canvas(canvas)
     if not (is_integer(mask_id) and mask_id >= 1):
