@@ -62,7 +62,7 @@ class ThresholdSampler:
         places = flat_places(eligible)
         at = rows_where(logits, places=places)
         if self.measure == "confidence" and self.temperature == 0:
-            drawn, sure = top_probability(at)  # the argmax and its probability, one pass over V fewer
+            drawn, sure = top_probability(at)  # the argmax and its probability, off one softmax
         else:
             drawn = categorical(at, self.temperature, generator)
             sure = surety(at, drawn, "probability" if self.measure == "confidence" else "entropy")
