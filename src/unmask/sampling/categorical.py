@@ -382,7 +382,8 @@ def _ranks_in_groups(values: torch.Tensor, groups: torch.Tensor, count: int) -> 
     Long[M] in [0, count)."""
     order = values.argsort(descending=True, stable=True)
     order = order[groups[order].argsort(stable=True)]  # by group, then by value, largest first
-    starts = torch.bincount(groups, minlength=count).cumsum(0) - torch.bincount(groups, minlength=count)
+    sizes = torch.bincount(groups, minlength=count)
+    starts = sizes.cumsum(0) - sizes
     place = torch.arange(len(values), device=values.device) - starts[groups[order]]
     return torch.empty_like(place).index_copy_(0, order, place)
 
