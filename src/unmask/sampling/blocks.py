@@ -83,7 +83,7 @@ _FAR = torch.iinfo(torch.long).max  # the block of a place that is not hidden, w
 
 def _first_hidden_block(ids: torch.Tensor, hidden: torch.Tensor, recorded: torch.Tensor) -> torch.Tensor:
     """Long[B]: the block of each row's first hidden place, or `recorded` where nothing is hidden."""
-    first = ids.masked_fill(~hidden, _FAR).amin(1)
+    first = torch.where(hidden, ids, _FAR).amin(1)
     return torch.where(first < _FAR, first, recorded)
 
 
@@ -108,7 +108,7 @@ def advance(hidden: torch.Tensor, state, length: int | None,
         block = _first_hidden_block(ids, hidden, cur.block)
         moving = block != cur.block
     else:  # a spent block is left for the first block with hidden places, which may be the same one
-        later = ids.masked_fill(~hidden, _FAR).amin(1)
+        later = torch.where(hidden, ids, _FAR).amin(1)
         moving = (cur.step >= steps_per_block) & (later < _FAR)
         block = torch.where(moving, later, cur.block)
     in_block = ids == block.unsqueeze(1)
