@@ -120,8 +120,11 @@ def test_the_top_k_read_equals_the_full_sort_token_for_token(kind, v, temperatur
     full_sort_only(monkeypatch)
     full = nucleus_draw(logits, 0.95, temperature, torch.Generator().manual_seed(3), kind)
     assert torch.equal(fast[0], full[0])
-    if kind:
-        assert torch.equal(fast[1], full[1])
+    if kind:  # the top-K read sums as the sort does; the buckets (nuclei past 64 tokens) sum bucket by bucket
+        small = sizes < 64
+        small[:3] = False  # ties across the K-th place: read from buckets
+        assert torch.equal(fast[1][small], full[1][small])
+        torch.testing.assert_close(fast[1], full[1], rtol=1e-13, atol=1e-15)
 
 
 @pytest.mark.parametrize("kind", ["probability", "margin", "entropy"])

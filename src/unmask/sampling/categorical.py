@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import torch
 
+from .nucleus_buckets import read_bucketed
+from .scratch import scratch
+
 
 def categorical(
     logits: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
@@ -122,6 +125,19 @@ def _floor(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torc
     return _FLOOR_CACHE[key]
 
 
+def shifted_logits(block: torch.Tensor, top: torch.Tensor, temperature: float, out: torch.Tensor) -> torch.Tensor:
+    """(block - top) / temperature, at least the floor, written into `out` (block's shape, float32 or
+    float64): the exponents of `shifted_weights`. Each op is exactly rounded, so an element gets the
+    same value wherever it sits, in a whole row or among a few gathered tokens."""
+    if block.dtype == out.dtype:
+        torch.sub(block, top, out=out)
+    else:  # half-precision logits: shift in out's precision, not in theirs
+        out.copy_(block).sub_(top)
+    if temperature != 1:
+        out.div_(temperature)
+    return out.clamp_(min=_floor(out.dtype, out.device)[0])
+
+
 def shifted_weights(block: torch.Tensor, top: torch.Tensor, temperature: float, out: torch.Tensor) -> torch.Tensor:
     """exp((block - top) / temperature) - exp(floor), at least 0, written into `out` (block's shape,
     float32 or float64; floor -87 or -708): a -inf logit weighs exactly 0, a token more than 87 nats
@@ -129,14 +145,8 @@ def shifted_weights(block: torch.Tensor, top: torch.Tensor, temperature: float, 
     1.6e-38 (float32) of the top's. top: each row's max, [..., 1]. Every op here gives an element the
     same value wherever it sits in the tensor, so a row's weights never depend on its batch mates (exp2
     would be faster on a CPU, but its vectorised and scalar paths differ in the last bit)."""
-    if block.dtype == out.dtype:
-        torch.sub(block, top, out=out)
-    else:  # half-precision logits: shift in out's precision, not in theirs
-        out.copy_(block).sub_(top)
-    if temperature != 1:
-        out.div_(temperature)
-    floor, least = _floor(out.dtype, out.device)
-    return out.clamp_(min=floor).exp_().sub_(least).clamp_(min=0)
+    shifted_logits(block, top, temperature, out)
+    return out.exp_().sub_(_floor(out.dtype, out.device)[1]).clamp_(min=0)
 
 
 def _inverse_cdf(logits: torch.Tensor, u: torch.Tensor, temperature: float,
@@ -231,9 +241,10 @@ _NUCLEUS_TOP_K = (8, 64)  # the top-K reads `nucleus_draw` tries, smallest first
 # a row's most likely token is its whole nucleus when its probability p1 reaches top_p by this much: then
 # the second token's mass before it, (p1 + p2) - p2 in float64, is surely not below top_p either
 _SURE_MARGIN = 1e-12
-# a score computed by `_read_sorted` is within this of its exact value (float64 rounding of sums of
-# at most V terms, far below it), so a row whose upper bound is below a known score by more cannot beat it
-_BOUND_SLACK = 1e-9
+# a score computed by `nucleus_draw` is within this of its exact value (the entropy reads log p as the
+# weight's exponent, which the float32 exp rounds by up to 1.2e-7; float64 sums round far below it), so a
+# row whose upper bound is below a known score by more cannot beat it
+_BOUND_SLACK = 1e-6
 # `nucleus_draw` with `best` keeps every row's weights between its two passes up to this many elements
 _KEPT_ELEMENTS = 2**24
 
@@ -249,10 +260,16 @@ def nucleus_draw(
     in sorted order. On the CPU a row whose most likely token alone reaches `top_p` is read from its
     first argmax; the others' top K tokens are found first (`_top_k`, K = 8 then 64, not a
     sort of all V); where the nucleus ends strictly inside them (its last token more likely than the
-    K-th), they are the whole prefix, and the row is read from them; any other row is sorted whole
-    (and every row on an accelerator, where the sort is one kernel). Both read the same weights
+    K-th), they are the whole prefix, and the row is read from them; any other row is read from
+    buckets of its weights (`nucleus_buckets.read_bucketed`, no sort of V), or, on an accelerator
+    (where the sort is one kernel), every row is sorted whole. All read the same weights
     (`shifted_weights`: float32 exps of the shifted logits, float64 for float64 logits) over the same
-    total, in float64 from there on, so which path a row takes never changes its token or scores.
+    total, in float64 from there on: the argmax, top-K and sort paths sum in the same order, so
+    between them a row's path never changes its token or scores; the buckets sum bucket by bucket, so
+    their scores equal the sort's to float64 rounding (1e-13 relative, tested) and their token too
+    unless a sum lies within that of top_p or of the draw's target. The entropy reads each log p as
+    its weight's exponent minus log(total): no log per token, and within 1.2e-7 of the entropy of the
+    weights as the float32 exp rounds them. Logits with NaN are refused (ValueError) on the CPU.
     Temperature 0: no scaling and the most likely token (the first, as argmax breaks ties). One float64
     uniform per row, as `categorical`; the same u picks a token by the CDF of the sorted nucleus, so
     draws match `categorical(nucleus(...))` in distribution, not token for token.
@@ -271,8 +288,11 @@ def nucleus_draw(
     most 0. In each batch row the best[b] rows with the
     highest bounds (a one-token nucleus: its exact score) are read first; the best[b]-th of their scores,
     t, is a floor of the kept scores, so only the rows whose bound reaches t are read after them. The
-    rest cannot be kept: token -1, score -inf. Every row read has the token and score it has without
-    `best`, and the uniforms are drawn as without it.
+    rest cannot be kept: token -1, score -inf. A margin or an entropy does not depend on the draw, so
+    rows read from buckets are scored first and drawn only if their score is among their batch row's
+    best[b] of all the scores read (ties included); the others also get token -1 and score -inf.
+    Every row drawn has the token and score it has without `best`, and the uniforms are drawn as
+    without it.
     """
     if not temperature >= 0:  # NaN too
         raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -298,7 +318,7 @@ def nucleus_draw(
     reads = top_p < 1 and device.type == "cpu"
     tiers = [k for k in _NUCLEUS_TOP_K if k < v] if reads else []
     wide = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    out = (u, tokens, scores, score, top_p, tiers)
+    out = (u, tokens, scores, score, top_p, tiers, temperature or 1.0)
     lazy = best is not None and reads
     keep = lazy and m * v <= _KEPT_ELEMENTS  # the first pass's weights are read again, not made again
     buffer = torch.empty((m if keep else min(rows, m), v), dtype=wide, device=device)  # one for every block
@@ -319,7 +339,7 @@ def nucleus_draw(
                 src = block if len(single) == len(block) else block.index_select(0, single)
                 order = first_argmax(src).unsqueeze(1)
                 _read_sorted(weights[single[:, None], order] / norm[single], order, top_p, u, lo + single, tokens,
-                             scores, score)
+                             scores, score, torch.zeros(len(single), 1))  # the top's exponent is 0
                 pending, ordered = pending[~alone], False
             if lazy:  # read after every row's bound is known
                 later.append(lo + pending)
@@ -331,27 +351,38 @@ def nucleus_draw(
     if lazy:
         rest = torch.cat(later)
 
-        def read(at):  # the rows `at` (slots), from the kept weights or made again
+        def read(at, draw=True):  # the rows `at` (slots), from the kept weights or made again
             for lo in range(0, len(at), rows):
                 slots = at[lo : lo + rows]
                 block = flat.index_select(0, slots if index is None else index[slots])
                 weights, norm = (buffer.index_select(0, slots), norms[slots]) if keep else \
                     _weigh(block, temperature, buffer)
-                _read_rest(block, weights, norm, torch.arange(len(block), device=device), True, slots, out)
+                _read_rest(block, weights, norm, torch.arange(len(block), device=device), True, slots, out, draw)
 
         batch = (torch.arange(m, device=device) if index is None else index) // logits.shape[1]
         squared = None if squares is None else squares[rest] / norms[rest, 0].square()
         bound = score_bound(score, 1 / norms[rest, 0], squared, top_p)
         known = scores.index_copy(0, rest, bound)  # the one-token nuclei's scores, the others' bounds
         first = _ranks_in_groups(known, batch, logits.shape[0]) < best.to(device)[batch]
-        read(rest[first[rest]])
+        # a margin or an entropy does not depend on the draw: rows read from buckets get their score first
+        # (token -2) and their draw only if the score is among their batch row's best[b] of all scores
+        after = score != "probability"
+        read(rest[first[rest]], draw=not after)
         # t: each batch row's lowest score among its first best[b], all read now (+inf: none wanted)
         floor = torch.full((logits.shape[0],), float("inf"), dtype=torch.float64, device=device)
         floor.scatter_reduce_(0, batch[first], scores[first], "amin")
         second = ~first[rest] & (bound >= floor[batch[rest]] - _BOUND_SLACK)
-        read(rest[second])
+        read(rest[second], draw=not after)
         skipped = rest[~first[rest] & ~second]
         tokens[skipped], scores[skipped] = -1, float("-inf")
+        undrawn = tokens == -2
+        if after and undrawn.any():  # a CPU tensor: buckets are read only on the CPU
+            chosen = _ranks_in_groups(scores, batch, logits.shape[0]) < best.to(device)[batch]
+            floor = torch.full_like(floor, float("inf")).scatter_reduce_(0, batch[chosen], scores[chosen], "amin")
+            wanted = undrawn & (scores >= floor[batch])
+            read(wanted.nonzero()[:, 0])
+            unwanted = undrawn & ~wanted
+            tokens[unwanted], scores[unwanted] = -1, float("-inf")
     shape = logits.shape[:-1] if where is None else (m,)
     return tokens.reshape(shape), None if scores is None else scores.reshape(shape)
 
@@ -388,11 +419,18 @@ def _ranks_in_groups(values: torch.Tensor, groups: torch.Tensor, count: int) -> 
     return torch.empty_like(place).index_copy_(0, order, place)
 
 
-def _read_rest(block, weights, norm, pending, ordered, slots, out) -> None:
+def _exponents(values: torch.Tensor, top: torch.Tensor, temperature: float, wide: torch.dtype) -> torch.Tensor:
+    """The weights' exponents (`shifted_logits`) of some of a row's logits, [r, W] of dtype `wide`."""
+    return shifted_logits(values, top, temperature, torch.empty(values.shape, dtype=wide))
+
+
+def _read_rest(block, weights, norm, pending, ordered, slots, out, draw=True) -> None:
     """Draw the `pending` rows of a block (block-local, Long[r]; `ordered`: all of them, in order) and
     write them at `slots` (Long[r]) of the outputs: from their top K tokens where the nucleus ends
-    inside them, else from a sort of all V. out: (u, tokens, scores, score, top_p, tiers)."""
-    u, tokens, scores, score, top_p, tiers = out
+    inside them, else (on the CPU) from buckets of their weights (`read_bucketed`; draw=False: the
+    score only, token -2), else from a sort of all V. out: (u, tokens, scores, score, top_p, tiers,
+    temperature)."""
+    u, tokens, scores, score, top_p, tiers, temperature = out
     if len(pending) == 0:  # often every row of the block was a one-token nucleus
         return
     if tiers:  # the nucleus's size n is at least top_p / max p, and top_p^2 / sum p^2 (Cauchy-Schwarz)
@@ -409,7 +447,9 @@ def _read_rest(block, weights, norm, pending, ordered, slots, out) -> None:
             order, by_index = order.sort(dim=-1)
             values, by_value = values.gather(-1, by_index).sort(dim=-1, descending=True, stable=True)
             order = order.gather(-1, by_value)
-        kept = _read_sorted(weights[tried[:, None], order] / norm[tried], order, top_p, u, at, tokens, scores, score)
+        chosen = weights[tried[:, None], order]
+        terms = chosen * _exponents(values, values[:, :1], temperature, weights.dtype) if score == "entropy" else None
+        kept = _read_sorted(chosen / norm[tried], order, top_p, u, at, tokens, scores, score, terms)
         # right where the nucleus ends inside the K, its last token more likely than the K-th
         inside = ((kept < k) & (values.gather(1, kept - 1) > values[:, -1:])).squeeze(1)
         pending, slots, least = torch.cat((pending[~low], tried[~inside])), torch.cat((slots[~low], at[~inside])), \
@@ -417,13 +457,23 @@ def _read_rest(block, weights, norm, pending, ordered, slots, out) -> None:
         ordered = False
     if len(pending) == 0:  # often no row is left
         return
-    if ordered:
-        order = block.sort(dim=-1, descending=True, stable=True)[1]
-        probs = weights.gather(1, order) / norm
-    else:
-        order = block.index_select(0, pending).sort(dim=-1, descending=True, stable=True)[1]
-        probs = weights[pending[:, None], order] / norm[pending]
-    _read_sorted(probs, order, top_p, u, slots, tokens, scores, score)
+    rows, weights, norm = (block, weights, norm) if ordered else \
+        (block.index_select(0, pending), weights.index_select(0, pending), norm[pending])
+    if tiers:  # on the CPU, where reading a tensor waits for nothing
+        if norm.isnan().any():
+            raise ValueError("nucleus_draw: some logits are NaN")
+        top = rows.amax(-1, keepdim=True)
+        exponents = lambda: shifted_logits(rows, top, temperature, scratch("exponents", rows.shape, weights.dtype))  # noqa: E731
+        drawn, read = read_bucketed(rows, weights, norm, exponents,
+                                    None if u is None else u[slots], top_p, score, draw)
+        tokens[slots] = drawn
+        if score:
+            scores[slots] = read
+        return
+    values, order = rows.sort(dim=-1, descending=True, stable=True)
+    chosen = weights.gather(1, order)
+    terms = chosen * _exponents(values, values[:, :1], temperature, weights.dtype) if score == "entropy" else None
+    _read_sorted(chosen / norm, order, top_p, u, slots, tokens, scores, score, terms)
 
 
 _TOP_K_CHUNK = 32
@@ -451,10 +501,11 @@ def _top_k(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return values, ids
 
 
-def _read_sorted(probs, order, top_p, u, rows, tokens, scores, score) -> torch.Tensor:
+def _read_sorted(probs, order, top_p, u, rows, tokens, scores, score, terms=None) -> torch.Tensor:
     """Write the draw (and score) of `rows` from their most likely tokens in order: `probs`
-    (Double[r, W], W = V or a top-K prefix, normalised over the whole row) and `order` (their ids).
-    Returns the nucleus size found in the W, Long[r, 1]."""
+    (Double[r, W], W = V or a top-K prefix, normalised over the whole row), `order` (their ids) and,
+    for the entropy, `terms` (weight * exponent of each, in the weights' dtype, [r, W]). Returns the
+    nucleus size found in the W, Long[r, 1]."""
     cdf = probs.cumsum(-1)
     if top_p >= 1:
         kept = torch.full((cdf.shape[0], 1), cdf.shape[1], dtype=torch.long, device=cdf.device)
@@ -473,9 +524,13 @@ def _read_sorted(probs, order, top_p, u, rows, tokens, scores, score) -> torch.T
         second = torch.where(kept > 1, probs[:, 1:2] if probs.shape[1] > 1 else 0.0, 0.0)
         scores[rows] = ((probs[:, :1] - second) / mass).squeeze(1)
     elif score == "entropy":
-        # H = log(mass) - sum_{j<k} p_j log p_j / mass over the kept prefix
-        plogp = torch.xlogy(probs, probs).cumsum_(-1).gather(1, kept - 1)
-        scores[rows] = (plogp / mass - mass.log()).squeeze(1)
+        # -H = sum q log q over the kept prefix, q = p / mass, with p = weight / norm and log p = exponent -
+        # log(norm): sum(weight * exponent) / norm / mass - log(mass * norm), with 1 / norm = p1, the top's p.
+        # The float32 exp rounds a weight by up to 1.2e-7 of it, so this is within 1.2e-7 of the entropy of
+        # the weights as rounded, and needs no log of each p
+        p1 = probs[:, :1]
+        plogp = terms.double().cumsum_(-1).gather(1, kept - 1)
+        scores[rows] = (plogp * p1 / mass - (mass / p1).log()).squeeze(1)
     return kept
 
 
