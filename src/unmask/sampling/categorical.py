@@ -339,7 +339,7 @@ def nucleus_draw(
                 src = block if len(single) == len(block) else block.index_select(0, single)
                 order = first_argmax(src).unsqueeze(1)
                 _read_sorted(weights[single[:, None], order] / norm[single], order, top_p, u, lo + single, tokens,
-                             scores, score, torch.zeros(len(single), 1))  # the top's exponent is 0
+                             scores, score, torch.zeros(len(single), 1, device=device))  # the top's exponent is 0
                 pending, ordered = pending[~alone], False
             if lazy:  # read after every row's bound is known
                 later.append(lo + pending)
@@ -421,7 +421,7 @@ def _ranks_in_groups(values: torch.Tensor, groups: torch.Tensor, count: int) -> 
 
 def _exponents(values: torch.Tensor, top: torch.Tensor, temperature: float, wide: torch.dtype) -> torch.Tensor:
     """The weights' exponents (`shifted_logits`) of some of a row's logits, [r, W] of dtype `wide`."""
-    return shifted_logits(values, top, temperature, torch.empty(values.shape, dtype=wide))
+    return shifted_logits(values, top, temperature, torch.empty(values.shape, dtype=wide, device=values.device))
 
 
 def _read_rest(block, weights, norm, pending, ordered, slots, out, draw=True) -> None:
