@@ -18,16 +18,21 @@ def nucleus_probs(logits, top_p, temperature):
     return q / q.sum(-1, keepdim=True)
 
 
-@pytest.mark.parametrize("top_p,temperature", [(0.7, 1.0), (0.95, 0.5), (1.0, 2.0), (0.3, 1.0)])
-def test_frequencies_match_the_renormalised_nucleus(top_p, temperature):
-    logits = torch.tensor([2.0, 0.5, 1.0, -1.0, 1.5, 0.0])
+def assert_draws_follow_the_nucleus(logits, top_p, temperature, n):
+    """n draws of the one row `logits` [V] against the exact renormalised nucleus: every frequency
+    within 5 sigma, none outside the nucleus. Returns the exact law."""
     exact = nucleus_probs(logits, top_p, temperature)
-    n = 200_000
     drawn, _ = nucleus_draw(logits.expand(n, -1), top_p, temperature, torch.Generator().manual_seed(0))
-    freq = torch.bincount(drawn, minlength=6).double() / n
+    freq = torch.bincount(drawn, minlength=len(logits)).double() / n
     sigma = (exact * (1 - exact) / n).sqrt()
     assert torch.all((freq - exact).abs() <= 5 * sigma + 1e-12), (freq, exact)
     assert torch.all(freq[exact == 0] == 0)  # outside the nucleus: never
+    return exact
+
+
+@pytest.mark.parametrize("top_p,temperature", [(0.7, 1.0), (0.95, 0.5), (1.0, 2.0), (0.3, 1.0)])
+def test_frequencies_match_the_renormalised_nucleus(top_p, temperature):
+    assert_draws_follow_the_nucleus(torch.tensor([2.0, 0.5, 1.0, -1.0, 1.5, 0.0]), top_p, temperature, 200_000)
 
 
 @pytest.mark.parametrize("kind", ["probability", "margin", "entropy"])
@@ -167,15 +172,8 @@ def test_ties_inside_the_nucleus_are_ordered_by_index_on_both_paths(monkeypatch)
 def test_frequencies_match_the_nucleus_when_read_from_the_top_k():
     """V = 200, a nucleus of a few tokens: the top-K path's draws against the exact law."""
     g = torch.Generator().manual_seed(7)
-    logits = torch.randn(200, generator=g) * 4
-    exact = nucleus_probs(logits, 0.9, 0.5)
+    exact = assert_draws_follow_the_nucleus(torch.randn(200, generator=g) * 4, 0.9, 0.5, 200_000)
     assert 2 <= (exact > 0).sum() < 64
-    n = 200_000
-    drawn, _ = nucleus_draw(logits.expand(n, -1), 0.9, 0.5, torch.Generator().manual_seed(0))
-    freq = torch.bincount(drawn, minlength=200).double() / n
-    sigma = (exact * (1 - exact) / n).sqrt()
-    assert torch.all((freq - exact).abs() <= 5 * sigma + 1e-12)
-    assert torch.all(freq[exact == 0] == 0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
