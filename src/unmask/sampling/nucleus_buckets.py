@@ -4,10 +4,10 @@ Nucleus sampling (Holtzman et al. 2020, "The curious case of neural text degener
 most likely tokens whose mass before each is below top-p; read from a sort of all V, that sort is
 nearly all the cost when the nucleus is a large share of V, as it is for a flat (untrained or high
 temperature) distribution, and Dream's decoding (Ye et al. 2025) reads one at every hidden place of
-every step. Here each row's weights go into buckets by the leading bits of their floats (8 buckets
-for each factor of 2 below the top weight, 1; one last bucket for all below about 2^-32): a bucket holds
-only tokens less likely than those of the buckets before it, so the sorted order is bucket by
-bucket. One pass sums each bucket's weight; the nucleus ends in the first bucket whose cumulative
+every step. Here each row's weights go into buckets by the leading bits of their floats (8
+buckets for each factor of 2 below the top weight, 1; one last bucket for all below about 2^-32): a
+bucket holds only tokens less likely than those of the buckets before it, so the sorted order is
+bucket by bucket. One pass sums each bucket's weight; the nucleus ends in the first bucket whose cumulative
 mass reaches top-p, and only that bucket's tokens, and those of the bucket the uniform falls in, are
 put in order (most likely first, ties by id), as the sort would put them.
 
@@ -30,10 +30,11 @@ BUCKETS = (_FACTORS << _SHARE_BITS) + 1
 
 
 def bucket_ids(weights: torch.Tensor) -> torch.Tensor:
-    """Long[r, V] (scratch memory): each weight's bucket, 0 for the top weight 1, never smaller for a lighter weight:
-    k for weights in [2^-e (1 + j / 8), 2^-e (1 + (j + 1) / 8)) with k = 8 e - j, and BUCKETS - 1 (256)
+    """Long[r, V]: each weight's bucket, 0 for the top weight 1, never smaller for a lighter weight: k
+    for weights in [2^-e (1 + j / 8), 2^-e (1 + (j + 1) / 8)) with k = 8 e - j, and BUCKETS - 1 (256)
     for every weight below 2^-32 * 9 / 8, 0 included. weights: float32 or float64 in [0, 1]; the
-    bucket is read off the float's exponent and the leading 3 bits of its mantissa."""
+    bucket is read off the float's exponent and the leading 3 bits of its mantissa. The result is
+    scratch memory (`scratch`), valid until the next call on this thread."""
     if weights.dtype == torch.float64:
         bits, shift = weights.view(torch.int64), 52 - _SHARE_BITS
     else:
