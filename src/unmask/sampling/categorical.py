@@ -375,8 +375,7 @@ def nucleus_draw(
         read(rest[second], draw=not after)
         skipped = rest[~first[rest] & ~second]
         tokens[skipped], scores[skipped] = -1, float("-inf")
-        undrawn = tokens == -2
-        if after and undrawn.any():  # a CPU tensor: buckets are read only on the CPU
+        if after and (undrawn := tokens == -2).any():  # a CPU tensor: buckets are read only on the CPU
             chosen = _ranks_in_groups(scores, batch, logits.shape[0]) < best.to(device)[batch]
             floor = torch.full_like(floor, float("inf")).scatter_reduce_(0, batch[chosen], scores[chosen], "amin")
             wanted = undrawn & (scores >= floor[batch])

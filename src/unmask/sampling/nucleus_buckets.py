@@ -125,9 +125,10 @@ def read_bucketed(block, weights, norm, exponents, u, top_p: float, score: str |
         return tokens, (p / mass)[:, 0]
     p1 = 1 / norm  # the top weight is 1
     if score == "margin":
-        size = (ids < crossing).sum(1, keepdim=True) + kept
+        # more than one token: the edge keeps two, or bucket 0 (the top token) lies before the edge
+        several = (kept > 1) | (crossing > 0)
         second = weights.topk(2, dim=-1)[0][:, 1:].double() / norm
-        return tokens, ((p1 - torch.where(size > 1, second, 0.0)) / mass)[:, 0]
+        return tokens, ((p1 - torch.where(several, second, 0.0)) / mass)[:, 0]
     # negative entropy of the renormalised nucleus as the sorted read computes it: the sum of
     # weight * exponent over the nucleus (each product in the weights' dtype, summed in float64)
     terms = exponents().mul_(weights)
