@@ -25,3 +25,14 @@ def test_each_thread_has_its_own():
     worker.start()
     worker.join()
     assert seen and seen[0] != here
+
+
+def test_memory_first_made_in_inference_mode_is_writable_outside_it():
+    with torch.inference_mode():
+        scratch("test-mode", (6,), torch.float32).fill_(1.0)
+    out = scratch("test-mode", (6,), torch.float32)
+    torch.add(torch.ones(6), 1.0, out=out)  # an inference tensor would refuse this write
+    assert out.tolist() == [2.0] * 6
+    with torch.inference_mode():
+        scratch("test-mode", (6,), torch.float32).fill_(3.0)
+    assert out.tolist() == [3.0] * 6

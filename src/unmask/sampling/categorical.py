@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from .nucleus_buckets import read_bucketed
+from .nucleus_bounds import tail_entropy_bound
+from .nucleus_buckets import entropy_bound, read_bucketed
 from .scratch import scratch
 
 
@@ -138,15 +139,19 @@ def shifted_logits(block: torch.Tensor, top: torch.Tensor, temperature: float, o
     return out.clamp_(min=_floor(out.dtype, out.device)[0])
 
 
-def shifted_weights(block: torch.Tensor, top: torch.Tensor, temperature: float, out: torch.Tensor) -> torch.Tensor:
+def shifted_weights(block: torch.Tensor, top: torch.Tensor, temperature: float, out: torch.Tensor,
+                    exponents: torch.Tensor | None = None) -> torch.Tensor:
     """exp((block - top) / temperature) - exp(floor), at least 0, written into `out` (block's shape,
     float32 or float64; floor -87 or -708): a -inf logit weighs exactly 0, a token more than 87 nats
     below the top of a float32 row (708 for float64) 0 too, and every other weight is off by at most
     1.6e-38 (float32) of the top's. top: each row's max, [..., 1]. Every op here gives an element the
     same value wherever it sits in the tensor, so a row's weights never depend on its batch mates (exp2
-    would be faster on a CPU, but its vectorised and scalar paths differ in the last bit)."""
-    shifted_logits(block, top, temperature, out)
-    return out.exp_().sub_(_floor(out.dtype, out.device)[1]).clamp_(min=0)
+    would be faster on a CPU, but its vectorised and scalar paths differ in the last bit). exponents:
+    where to keep the exponents (`shifted_logits`, out's shape and dtype), or None."""
+    if exponents is None:
+        exponents = out
+    torch.exp(shifted_logits(block, top, temperature, exponents), out=out)
+    return out.sub_(_floor(out.dtype, out.device)[1]).clamp_(min=0)
 
 
 def _inverse_cdf(logits: torch.Tensor, u: torch.Tensor, temperature: float,
@@ -285,14 +290,18 @@ def nucleus_draw(
     before any top-K read or sort, and the nucleus's mass m is at least top_p, so each score is at most
     a bound (`score_bound`): probability and margin at most min(1, p1 / top_p), negative entropy at most
     log(p1 / top_p) and log(sum p^2 / top_p^2) (min- and collision entropy bound it from below), and at
-    most 0. In each batch row the best[b] rows with the
-    highest bounds (a one-token nucleus: its exact score) are read first; the best[b]-th of their scores,
-    t, is a floor of the kept scores, so only the rows whose bound reaches t are read after them. The
-    rest cannot be kept: token -1, score -inf. A margin or an entropy does not depend on the draw, so
-    rows read from buckets are scored first and drawn only if their score is among their batch row's
-    best[b] of all the scores read (ties included); the others also get token -1 and score -inf.
-    Every row drawn has the token and score it has without `best`, and the uniforms are drawn as
-    without it.
+    most 0. For the entropy, a row whose nucleus is surely larger than the top-K reads is bounded more
+    tightly from the size of its tail (`nucleus_bounds.tail_entropy_bound`: a few sums over the row,
+    within about 0.02 nats on an untrained model's flat rows), or, where that is not given, from
+    buckets of its weights (`nucleus_buckets.entropy_bound`, within log(9/8) times the edge bucket's
+    share). In each batch row the best[b] rows with the highest bounds (a one-token nucleus: its exact
+    score) are read and drawn first; the best[b]-th of their scores, t, is a floor of the kept scores,
+    so only the rows whose bound reaches t are read after them, those bounded from their tail only
+    bounded from their buckets first. The rest cannot be kept: token -1, score -inf. A margin or an
+    entropy does not depend on the draw, so a row is kept only if its score is among its batch row's
+    best[b] of all the scores read (ties included), else it too gets token -1 and score -inf; rows read
+    from buckets for a margin are scored first and drawn only then. Every row kept has the token and
+    score it has without `best`, and the uniforms are drawn as without it.
     """
     if not temperature >= 0:  # NaN too
         raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -321,13 +330,17 @@ def nucleus_draw(
     out = (u, tokens, scores, score, top_p, tiers, temperature or 1.0)
     lazy = best is not None and reads
     keep = lazy and m * v <= _KEPT_ELEMENTS  # the first pass's weights are read again, not made again
-    buffer = torch.empty((m if keep else min(rows, m), v), dtype=wide, device=device)  # one for every block
+    buffer = _work("weights", (m if keep else min(rows, m), v), wide, device)  # one for every block
     if lazy:
         later, norms = [], torch.empty(m, 1, dtype=torch.float64, device=device)
         squares = torch.empty(m, dtype=torch.float64, device=device) if score == "entropy" else None
+        upper = torch.full((m,), float("inf"), dtype=torch.float64, device=device)
+        coarse = torch.zeros(m, dtype=torch.bool, device=device)  # bounded only from the tail's size
     for lo in range(0, m, rows):
         block = flat[lo : lo + rows] if index is None else flat.index_select(0, index[lo : lo + rows])
-        weights, norm = _weigh(block, temperature, buffer[lo:] if keep else buffer)
+        # the entropy's lazy read bounds rows from their weights and exponents, made together
+        exponents = scratch("exponents", block.shape, wide) if lazy and score == "entropy" else None
+        weights, norm = _weigh(block, temperature, buffer[lo:] if keep else buffer, exponents)
         pending = torch.arange(len(block), device=device)
         ordered = True  # pending is still 0, 1, ..., every row of the block in order
         if reads:
@@ -345,53 +358,77 @@ def nucleus_draw(
                 later.append(lo + pending)
                 norms[lo : lo + len(block)] = norm
                 if squares is not None:
-                    squares[lo : lo + len(block)] = torch.linalg.vector_norm(weights, dim=-1).double().square()
+                    squares[lo : lo + len(block)] = square = torch.linalg.vector_norm(weights, dim=-1).double().square()
+                    if tiers:  # the rows surely read from buckets get a bound of their own
+                        bucketed = pending[_least_size(norm, square, top_p)[pending] >= tiers[-1]]
+                        _bound_rows(weights, norm, square, exponents, bucketed, top_p, upper[lo:], coarse[lo:])
                 continue
         _read_rest(block, weights, norm, pending, ordered, lo + pending, out)
     if lazy:
         rest = torch.cat(later)
 
-        def read(at, draw=True):  # the rows `at` (slots), from the kept weights or made again
+        def weighed(at):  # the rows `at` (slots) a block at a time, their weights kept or made again
             for lo in range(0, len(at), rows):
                 slots = at[lo : lo + rows]
                 block = flat.index_select(0, slots if index is None else index[slots])
                 weights, norm = (buffer.index_select(0, slots), norms[slots]) if keep else \
                     _weigh(block, temperature, buffer)
+                yield slots, block, weights, norm
+
+        def read(at, draw=True):
+            for slots, block, weights, norm in weighed(at):
                 _read_rest(block, weights, norm, torch.arange(len(block), device=device), True, slots, out, draw)
+
+        def refine(at):
+            for slots, block, weights, norm in weighed(at):
+                exponents = shifted_logits(block, block.amax(-1, keepdim=True), temperature or 1.0,
+                                           scratch("exponents", block.shape, weights.dtype))
+                upper[slots] = torch.minimum(upper[slots], entropy_bound(weights, norm, lambda e=exponents: e, top_p))
 
         batch = (torch.arange(m, device=device) if index is None else index) // logits.shape[1]
         squared = None if squares is None else squares[rest] / norms[rest, 0].square()
-        bound = score_bound(score, 1 / norms[rest, 0], squared, top_p)
+        bound = torch.minimum(score_bound(score, 1 / norms[rest, 0], squared, top_p), upper[rest])
         known = scores.index_copy(0, rest, bound)  # the one-token nuclei's scores, the others' bounds
         first = _ranks_in_groups(known, batch, logits.shape[0]) < best.to(device)[batch]
-        # a margin or an entropy does not depend on the draw: rows read from buckets get their score first
-        # (token -2) and their draw only if the score is among their batch row's best[b] of all scores
+        # a margin or an entropy does not depend on the draw: a row is kept only if its score is among its
+        # batch row's best[b] of all scores, and the margin's rows read second get their score first
+        # (token -2), their draw only if kept
         after = score != "probability"
-        read(rest[first[rest]], draw=not after)
+        read(rest[first[rest]])  # most of these are kept
         # t: each batch row's lowest score among its first best[b], all read now (+inf: none wanted)
         floor = torch.full((logits.shape[0],), float("inf"), dtype=torch.float64, device=device)
         floor.scatter_reduce_(0, batch[first], scores[first], "amin")
         second = ~first[rest] & (bound >= floor[batch[rest]] - _BOUND_SLACK)
-        read(rest[second], draw=not after)
+        if squares is not None and tiers:  # rows bounded only from their tail's size get a bound from buckets
+            refine(rest[second & coarse[rest]])
+            bound = torch.minimum(bound, upper[rest])
+            second &= bound >= floor[batch[rest]] - _BOUND_SLACK
+        read(rest[second], draw=not after or squares is not None)  # an entropy's are tight: most are kept
         skipped = rest[~first[rest] & ~second]
         tokens[skipped], scores[skipped] = -1, float("-inf")
-        if after and (undrawn := tokens == -2).any():  # a CPU tensor: buckets are read only on the CPU
+        if after:  # kept only if among its batch row's best[b] scores, ties included
             chosen = _ranks_in_groups(scores, batch, logits.shape[0]) < best.to(device)[batch]
             floor = torch.full_like(floor, float("inf")).scatter_reduce_(0, batch[chosen], scores[chosen], "amin")
-            wanted = undrawn & (scores >= floor[batch])
-            read(wanted.nonzero()[:, 0])
-            unwanted = undrawn & ~wanted
-            tokens[unwanted], scores[unwanted] = -1, float("-inf")
+            wanted = scores >= floor[batch]
+            if (undrawn := wanted & (tokens == -2)).any():  # a CPU tensor: buckets are read only on the CPU
+                read(undrawn.nonzero()[:, 0])
+            tokens[~wanted], scores[~wanted] = -1, float("-inf")
     shape = logits.shape[:-1] if where is None else (m,)
     return tokens.reshape(shape), None if scores is None else scores.reshape(shape)
 
 
-def _weigh(block: torch.Tensor, temperature: float, buffer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _work(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Working memory: `scratch` on the CPU (no fresh pages to fault in at every call), else fresh."""
+    return scratch(name, shape, dtype) if device.type == "cpu" else torch.empty(shape, dtype=dtype, device=device)
+
+
+def _weigh(block: torch.Tensor, temperature: float, buffer: torch.Tensor,
+           exponents: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The rows' weights exp((x - max x) / T) (`shifted_weights`, T = 0 read as 1), written into the
     buffer's first rows (never the caller's tensor), and their totals, Float64[r, 1]; every path of
-    `nucleus_draw` reads these."""
+    `nucleus_draw` reads these. exponents: where to keep the weights' exponents too, or None."""
     weights = buffer[: len(block)]
-    shifted_weights(block, block.amax(-1, keepdim=True), temperature or 1.0, weights)
+    shifted_weights(block, block.amax(-1, keepdim=True), temperature or 1.0, weights, exponents)
     return weights, weights.sum(-1, keepdim=True).double()
 
 
@@ -405,6 +442,39 @@ def score_bound(score: str, p1: torch.Tensor, squared: torch.Tensor | None, top_
         return (p1 / top_p).clamp(max=1)
     least = p1 / top_p if squared is None else torch.minimum(p1 / top_p, squared / top_p**2)
     return least.log().clamp(max=0)
+
+
+def _least_size(norm: torch.Tensor, square: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Double[r]: a lower bound on each row's nucleus size n from its weights' total (norm, Double[r, 1];
+    the top weight is 1) and sum of squares (Double[r]): n >= top_p / max p and n >= top_p^2 / sum p^2
+    (Cauchy-Schwarz)."""
+    least = top_p * norm[:, 0]
+    return torch.maximum(least, least.square() / square)
+
+
+def _bound_rows(weights, norm, square, exponents, rows, top_p, upper, coarse) -> None:
+    """Bound the entropy score of a block's `rows` (Long[r], block-local): from the size of the
+    nucleus's tail (`nucleus_bounds.tail_entropy_bound`, a few sums over each row) where that is
+    given, marked in `coarse`, else from buckets of the weights (`nucleus_buckets.entropy_bound`).
+    Written at those rows of `upper` and `coarse` ([...], the block's slots first). weights, norm,
+    square (Double[r]), exponents: the block's (`_weigh`). A bound holds for any row, so where most
+    rows want one, every row of the block gets one and no rows are copied out."""
+    if len(rows) == 0:
+        return
+    if norm.isnan().any():  # a CPU tensor: the bound is made only on the CPU
+        raise ValueError("nucleus_draw: some logits are NaN")
+    if 2 * len(rows) < len(weights):
+        weights, norm, square, exponents = (weights.index_select(0, rows), norm[rows], square[rows],
+                                            exponents.index_select(0, rows))
+    else:
+        rows = torch.arange(len(weights), device=weights.device)
+    bound, ok = tail_entropy_bound(weights, exponents, norm, square, top_p,
+                                   scratch("above", weights.shape, weights.dtype))
+    upper[rows], coarse[rows] = torch.minimum(upper[rows], bound), ok
+    if (~ok).any():  # a CPU tensor, as above
+        miss = (~ok).nonzero()[:, 0]
+        fine = entropy_bound(weights.index_select(0, miss), norm[miss], lambda: exponents.index_select(0, miss), top_p)
+        upper[rows[miss]] = torch.minimum(upper[rows[miss]], fine)
 
 
 def _ranks_in_groups(values: torch.Tensor, groups: torch.Tensor, count: int) -> torch.Tensor:
@@ -432,9 +502,8 @@ def _read_rest(block, weights, norm, pending, ordered, slots, out, draw=True) ->
     u, tokens, scores, score, top_p, tiers, temperature = out
     if len(pending) == 0:  # often every row of the block was a one-token nucleus
         return
-    if tiers:  # the nucleus's size n is at least top_p / max p, and top_p^2 / sum p^2 (Cauchy-Schwarz)
-        least = top_p * norm[:, 0]
-        least = torch.maximum(least, least.square() / torch.linalg.vector_norm(weights, dim=-1).double().square())
+    if tiers:
+        least = _least_size(norm, torch.linalg.vector_norm(weights, dim=-1).double().square(), top_p)
         least = least if ordered else least[pending]
     for k in tiers:  # try K only where n may be below K
         low = least < k

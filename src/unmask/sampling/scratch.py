@@ -26,5 +26,6 @@ def scratch(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tens
         size *= n
     held = store.get((name, dtype))
     if held is None or held.numel() < size:
-        held = store[(name, dtype)] = torch.empty(size, dtype=dtype)
+        with torch.inference_mode(False):  # a normal tensor: writable in and out of inference mode
+            held = store[(name, dtype)] = torch.empty(size, dtype=dtype)
     return held[:size].view(shape)

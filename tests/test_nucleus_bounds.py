@@ -1,0 +1,134 @@
+"""Upper bounds on a nucleus's entropy score that let `nucleus_draw` with `best` skip places: from the
+tail's size (`nucleus_bounds.tail_entropy_bound`) and from buckets of the weights
+(`nucleus_buckets.entropy_bound`). Each is checked by hand, never below the score the draw computes
+(flat to peaked rows, ties, -inf, float32 and float64), and tight where it is meant to be; and the
+lazy draw reads few more places than it keeps on an untrained model's flat rows."""
+
+import math
+import sys
+
+import pytest
+import torch
+
+from unmask.sampling import nucleus_draw
+from unmask.sampling.categorical import shifted_weights
+from unmask.sampling.nucleus_bounds import tail_entropy_bound
+from unmask.sampling.nucleus_buckets import entropy_bound
+
+categorical_module = sys.modules["unmask.sampling.categorical"]
+
+
+def weighed(logits, temperature):
+    """The weights, exponents, totals and sums of squares `nucleus_draw` bounds a row from."""
+    weights, exponents = torch.empty_like(logits), torch.empty_like(logits)
+    shifted_weights(logits, logits.amax(-1, keepdim=True), temperature, weights, exponents)
+    norm = weights.sum(-1, keepdim=True).double()
+    return weights, exponents, norm, torch.linalg.vector_norm(weights, dim=-1).double().square()
+
+
+def tail(logits, temperature, top_p):
+    weights, exponents, norm, square = weighed(logits, temperature)
+    return tail_entropy_bound(weights, exponents, norm, square, top_p, torch.empty_like(weights))
+
+
+def buckets(logits, temperature, top_p):
+    weights, exponents, norm, _ = weighed(logits, temperature)
+    return entropy_bound(weights, norm, lambda: exponents, top_p)
+
+
+def h(m):
+    return -(m * math.log(m) + (1 - m) * math.log(1 - m))
+
+
+def test_the_tail_bound_by_hand():
+    """Weights 1, 1, 1/2, 1/2 (total 3), top-p 0.8. The log-normal guess: s^2 = log(4 * 2.5 / 9),
+    log tau = log(3 / 4) + s^2 / 2 + (0.05 - z_0.8) s, tau about 0.61: the two weights 1 are above it,
+    with mass 2/3 < 0.8, so the tail holds at most 2 tokens; H(p) = log 3 + log(2) / 3; m lies in
+    [0.8, min(1, 0.8 + tau / 3)] = [0.8, 1], where h is largest at 0.8. The true score, of the
+    nucleus (1/3, 1/3, 1/6) renormalised, is 2 (0.4 log 0.4) + 0.2 log 0.2, about -1.055."""
+    logits = torch.log(torch.tensor([[1.0, 1.0, 0.5, 0.5]], dtype=torch.float64))
+    bound, ok = tail(logits, 1.0, 0.8)
+    assert ok.tolist() == [True]
+    entropy = math.log(3) + math.log(2) / 3
+    expected = h(0.8) / 0.8 + 0.2 * math.log(2) / 0.8 - entropy  # m at most 1: -H(p) / m at most -H(p)
+    assert bound.item() == pytest.approx(expected, abs=1e-5)  # and a slack of a few ulps
+    exact = 2 * 0.4 * math.log(0.4) + 0.2 * math.log(0.2)
+    assert nucleus_draw(logits, 0.8, 1.0, None, "entropy")[1].item() == pytest.approx(exact, abs=1e-12)
+    assert bound.item() > exact
+
+
+def test_the_tail_bound_is_not_given_where_the_mass_above_the_guess_reaches_top_p():
+    """The same weights at top-p 0.5: the guess tau (about 0.80) leaves both weights 1 above it, mass
+    2/3 >= 0.5, so no token count follows; the bound is +inf there."""
+    logits = torch.log(torch.tensor([[1.0, 1.0, 0.5, 0.5]], dtype=torch.float64))
+    bound, ok = tail(logits, 1.0, 0.5)
+    assert ok.tolist() == [False] and bound.item() == math.inf
+
+
+def test_the_bucket_bound_by_hand():
+    """Weights 1, 1/2, 1/2, 1/4 (total 2.25), top-p 0.5: bucket 0 (the 1) holds 4/9 < 0.5, so the
+    nucleus ends in bucket 8 ([1/2, 9/16)), with 4/9 before it. A kept token there has an exponent below
+    log(9/16) and m >= 0.5; the head's terms are 0 (weight 1, exponent 0). So the bound is
+    (1 - (4/9) / 0.5) log(9/16) - log(2.25 * 0.5); the true score, of (2/3, 1/3), about -0.637."""
+    logits = torch.log(torch.tensor([[1.0, 0.5, 0.5, 0.25]], dtype=torch.float64))
+    bound = buckets(logits, 1.0, 0.5)
+    expected = (1 - (4 / 9) / 0.5) * math.log(9 / 16) - math.log(2.25 * 0.5)
+    assert bound.item() == pytest.approx(expected, abs=1e-5)
+    exact = (2 / 3) * math.log(2 / 3) + (1 / 3) * math.log(1 / 3)
+    assert nucleus_draw(logits, 0.5, 1.0, None, "entropy")[1].item() == pytest.approx(exact, abs=1e-12)
+
+
+def rows(dtype, seed):
+    """Rows from flat to peaked, with ties, runs of equal logits and -inf tokens."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(96, 300, generator=g, dtype=dtype) * torch.rand(96, 1, generator=g, dtype=dtype) * 3
+    logits[:8] = logits[:8].round()  # many ties
+    logits[8:16, :150] = float("-inf")
+    logits[16:20] = 0.0  # every token tied
+    logits[20:24, :5] = logits[20:24].amax(-1, keepdim=True) + 4  # a few tokens far above the rest
+    return logits
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("temperature,top_p", [(0.2, 0.95), (1.0, 0.9), (0.5, 0.5), (1.0, 0.999)])
+def test_both_bounds_are_never_below_the_score(dtype, temperature, top_p):
+    for seed in range(3):
+        logits = rows(dtype, seed)
+        score = nucleus_draw(logits, top_p, temperature, None, "entropy")[1]
+        bound, ok = tail(logits, temperature, top_p)
+        assert (bound[ok] >= score[ok]).all() and (bound[~ok] == math.inf).all()
+        assert (buckets(logits, temperature, top_p) >= score).all()
+
+
+def test_the_bounds_are_tight_on_an_untrained_models_flat_rows():
+    """Gaussian logits of std 0.3 at Dream's T 0.2, top-p 0.95 (half of V in the nucleus): the tail bound
+    is given for every row and within 0.03 of the score; the bucket bound within 0.003 (a bucket spans
+    log(9/8) = 0.118 nats and the edge bucket holds a few percent of the nucleus). The scores themselves
+    spread by about 0.07, so either bound tells most rows apart."""
+    logits = torch.randn(128, 1024, generator=torch.Generator().manual_seed(0)) * 0.3
+    score = nucleus_draw(logits, 0.95, 0.2, None, "entropy")[1]
+    bound, ok = tail(logits, 0.2, 0.95)
+    assert ok.all() and (bound - score).max() < 0.03
+    assert (buckets(logits, 0.2, 0.95) - score).max() < 0.003
+    assert score.std() > 0.04
+
+
+def test_the_lazy_draw_reads_few_places_beyond_those_it_keeps(monkeypatch):
+    """On flat rows (1024 places of V 1024, keeping 21 of 256 in each batch row), the bounds let the
+    draw read under 1.5 times the places it keeps, and every place it keeps has the token and score of
+    the draw that reads every place."""
+    seen = []
+    original = categorical_module.read_bucketed
+    monkeypatch.setattr(categorical_module, "read_bucketed",
+                        lambda rows, *a: seen.append(len(rows)) or original(rows, *a))
+    logits = torch.randn(4, 256, 1024, generator=torch.Generator().manual_seed(1)) * 0.3
+    best = torch.full((4,), 21)
+    lazy = nucleus_draw(logits, 0.95, 0.2, torch.Generator().manual_seed(2), "entropy", best=best)
+    assert sum(seen) < 1.5 * best.sum()
+    monkeypatch.undo()
+    full = nucleus_draw(logits, 0.95, 0.2, torch.Generator().manual_seed(2), "entropy")
+    kept = lazy[0] >= 0
+    assert kept.sum(1).tolist() == best.tolist()  # no ties among these scores
+    assert torch.equal(lazy[0][kept], full[0][kept]) and torch.equal(lazy[1][kept], full[1][kept])
+    for b in range(4):
+        assert set(full[1][b].topk(21).indices.tolist()) == set(kept[b].nonzero()[:, 0].tolist())
