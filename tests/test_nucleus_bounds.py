@@ -28,7 +28,7 @@ def weighed(logits, temperature):
 
 def tail(logits, temperature, top_p):
     weights, exponents, norm, square = weighed(logits, temperature)
-    return tail_entropy_bound(weights, exponents, norm, square, top_p, torch.empty_like(weights))
+    return tail_entropy_bound(weights, exponents, norm, square, top_p, torch.empty_like(weights))[:2]
 
 
 def buckets(logits, temperature, top_p):
@@ -115,8 +115,8 @@ def test_the_bounds_are_tight_on_an_untrained_models_flat_rows():
 
 def test_the_lazy_draw_reads_few_places_beyond_those_it_keeps(monkeypatch):
     """On flat rows (1024 places of V 1024, keeping 21 of 256 in each batch row), the bounds let the
-    draw read under 1.5 times the places it keeps, and every place it keeps has the token and score of
-    the draw that reads every place."""
+    draw read under 1.5 times the places it keeps; every place among the best is drawn, and every place
+    drawn has the token and score of the draw that reads every place."""
     seen = []
     original = categorical_module.read_bucketed
     monkeypatch.setattr(categorical_module, "read_bucketed",
@@ -127,8 +127,7 @@ def test_the_lazy_draw_reads_few_places_beyond_those_it_keeps(monkeypatch):
     assert sum(seen) < 1.5 * best.sum()
     monkeypatch.undo()
     full = nucleus_draw(logits, 0.95, 0.2, torch.Generator().manual_seed(2), "entropy")
-    kept = lazy[0] >= 0
-    assert kept.sum(1).tolist() == best.tolist()  # no ties among these scores
-    assert torch.equal(lazy[0][kept], full[0][kept]) and torch.equal(lazy[1][kept], full[1][kept])
+    drawn = lazy[0] >= 0
+    assert torch.equal(lazy[0][drawn], full[0][drawn]) and torch.equal(lazy[1][drawn], full[1][drawn])
     for b in range(4):
-        assert set(full[1][b].topk(21).indices.tolist()) == set(kept[b].nonzero()[:, 0].tolist())
+        assert set(full[1][b].topk(21).indices.tolist()) <= set(drawn[b].nonzero()[:, 0].tolist())

@@ -128,17 +128,22 @@ def test_nan_logits_are_refused():
 
 @pytest.mark.parametrize("kind", ["margin", "entropy"])
 def test_best_draws_only_the_places_it_keeps(kind):
-    """A margin or an entropy does not depend on the draw: with `best`, places read from buckets get
-    their scores first and are drawn only if among their batch row's best[b] scores, so exactly best[b]
-    places are drawn (no ties among these scores), each as without `best`."""
+    """With `best`, every place among its batch row's best[b] scores is drawn as without `best`. A
+    margin does not depend on the draw: places read from buckets after the first get their scores
+    first and are drawn only if among the best[b], so exactly best[b] places are drawn (no ties among
+    these scores). The entropy's bounds are tight: the places read are drawn at once, few beyond the
+    best[b] (under a tenth more, and none where every place is kept)."""
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(4, 200, 1024, generator=g) * 0.3
     best = torch.tensor([0, 5, 50, 200])
     full = nucleus_draw(logits, 0.95, 0.2, torch.Generator().manual_seed(1), kind)
     lazy = nucleus_draw(logits, 0.95, 0.2, torch.Generator().manual_seed(1), kind, best=best)
     drawn = lazy[0] >= 0
-    assert drawn.sum(1).tolist() == best.tolist()
+    if kind == "margin":
+        assert drawn.sum(1).tolist() == best.tolist()
+    else:
+        assert drawn[0].sum() == 0 and drawn[3].all() and drawn[1:3].sum() <= 1.1 * best[1:3].sum() + 4
     assert torch.equal(lazy[0][drawn], full[0][drawn]) and torch.equal(lazy[1][drawn], full[1][drawn])
     for b in range(1, 4):
-        assert set(full[1][b].topk(int(best[b])).indices.tolist()) == set(drawn[b].nonzero()[:, 0].tolist())
+        assert set(full[1][b].topk(int(best[b])).indices.tolist()) <= set(drawn[b].nonzero()[:, 0].tolist())
     assert (lazy[1][~drawn] == float("-inf")).all()

@@ -297,11 +297,11 @@ def nucleus_draw(
     share). In each batch row the best[b] rows with the highest bounds (a one-token nucleus: its exact
     score) are read and drawn first; the best[b]-th of their scores, t, is a floor of the kept scores,
     so only the rows whose bound reaches t are read after them, those bounded from their tail only
-    bounded from their buckets first. The rest cannot be kept: token -1, score -inf. A margin or an
-    entropy does not depend on the draw, so a row is kept only if its score is among its batch row's
-    best[b] of all the scores read (ties included), else it too gets token -1 and score -inf; rows read
-    from buckets for a margin are scored first and drawn only then. Every row kept has the token and
-    score it has without `best`, and the uniforms are drawn as without it.
+    bounded from their buckets first. The rest cannot be kept: token -1, score -inf. A margin does not
+    depend on the draw, so rows read after the first from buckets for a margin are scored first and
+    drawn only if their score is among their batch row's best[b] of all the scores read (ties
+    included); the others also get token -1 and score -inf. Every row read has the token and score it
+    has without `best`, and the uniforms are drawn as without it.
     """
     if not temperature >= 0:  # NaN too
         raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -336,6 +336,7 @@ def nucleus_draw(
         squares = torch.empty(m, dtype=torch.float64, device=device) if score == "entropy" else None
         upper = torch.full((m,), float("inf"), dtype=torch.float64, device=device)
         coarse = torch.zeros(m, dtype=torch.bool, device=device)  # bounded only from the tail's size
+        leasts = torch.empty(m, dtype=torch.float64, device=device) if squares is not None else None
     for lo in range(0, m, rows):
         block = flat[lo : lo + rows] if index is None else flat.index_select(0, index[lo : lo + rows])
         # the entropy's lazy read bounds rows from their weights and exponents, made together
@@ -359,9 +360,10 @@ def nucleus_draw(
                 norms[lo : lo + len(block)] = norm
                 if squares is not None:
                     squares[lo : lo + len(block)] = square = torch.linalg.vector_norm(weights, dim=-1).double().square()
-                    if tiers:  # the rows surely read from buckets get a bound of their own
-                        bucketed = pending[_least_size(norm, square, top_p)[pending] >= tiers[-1]]
-                        _bound_rows(weights, norm, square, exponents, bucketed, top_p, upper[lo:], coarse[lo:])
+                    if tiers:  # rows whose nucleus may be large get a bound of their own
+                        least = leasts[lo : lo + len(block)] = _least_size(norm, square, top_p)
+                        _bound_rows(weights, norm, square, exponents, pending[least[pending] >= tiers[0]], top_p,
+                                    upper[lo:], coarse[lo:], leasts[lo:], tiers[-1])
                 continue
         _read_rest(block, weights, norm, pending, ordered, lo + pending, out)
     if lazy:
@@ -377,7 +379,8 @@ def nucleus_draw(
 
         def read(at, draw=True):
             for slots, block, weights, norm in weighed(at):
-                _read_rest(block, weights, norm, torch.arange(len(block), device=device), True, slots, out, draw)
+                _read_rest(block, weights, norm, torch.arange(len(block), device=device), True, slots, out, draw,
+                           None if leasts is None else leasts[slots])
 
         def refine(at):
             for slots, block, weights, norm in weighed(at):
@@ -390,11 +393,10 @@ def nucleus_draw(
         bound = torch.minimum(score_bound(score, 1 / norms[rest, 0], squared, top_p), upper[rest])
         known = scores.index_copy(0, rest, bound)  # the one-token nuclei's scores, the others' bounds
         first = _ranks_in_groups(known, batch, logits.shape[0]) < best.to(device)[batch]
-        # a margin or an entropy does not depend on the draw: a row is kept only if its score is among its
-        # batch row's best[b] of all scores, and the margin's rows read second get their score first
-        # (token -2), their draw only if kept
-        after = score != "probability"
-        read(rest[first[rest]])  # most of these are kept
+        # a margin or an entropy does not depend on the draw: the margin's rows read second get their score
+        # first (token -2), their draw only if among their batch row's best[b] scores
+        after = score == "margin"
+        read(rest[first[rest]], draw=not after)  # most of these are kept
         # t: each batch row's lowest score among its first best[b], all read now (+inf: none wanted)
         floor = torch.full((logits.shape[0],), float("inf"), dtype=torch.float64, device=device)
         floor.scatter_reduce_(0, batch[first], scores[first], "amin")
@@ -403,16 +405,16 @@ def nucleus_draw(
             refine(rest[second & coarse[rest]])
             bound = torch.minimum(bound, upper[rest])
             second &= bound >= floor[batch[rest]] - _BOUND_SLACK
-        read(rest[second], draw=not after or squares is not None)  # an entropy's are tight: most are kept
+        read(rest[second], draw=not after)  # the entropy's bounds are tight: most of these are kept too
         skipped = rest[~first[rest] & ~second]
         tokens[skipped], scores[skipped] = -1, float("-inf")
-        if after:  # kept only if among its batch row's best[b] scores, ties included
+        if after and (undrawn := tokens == -2).any():  # a CPU tensor: buckets are read only on the CPU
             chosen = _ranks_in_groups(scores, batch, logits.shape[0]) < best.to(device)[batch]
             floor = torch.full_like(floor, float("inf")).scatter_reduce_(0, batch[chosen], scores[chosen], "amin")
-            wanted = scores >= floor[batch]
-            if (undrawn := wanted & (tokens == -2)).any():  # a CPU tensor: buckets are read only on the CPU
-                read(undrawn.nonzero()[:, 0])
-            tokens[~wanted], scores[~wanted] = -1, float("-inf")
+            wanted = undrawn & (scores >= floor[batch])
+            read(wanted.nonzero()[:, 0])
+            unwanted = undrawn & ~wanted
+            tokens[unwanted], scores[unwanted] = -1, float("-inf")
     shape = logits.shape[:-1] if where is None else (m,)
     return tokens.reshape(shape), None if scores is None else scores.reshape(shape)
 
@@ -452,13 +454,15 @@ def _least_size(norm: torch.Tensor, square: torch.Tensor, top_p: float) -> torch
     return torch.maximum(least, least.square() / square)
 
 
-def _bound_rows(weights, norm, square, exponents, rows, top_p, upper, coarse) -> None:
+def _bound_rows(weights, norm, square, exponents, rows, top_p, upper, coarse, least, wide_from) -> None:
     """Bound the entropy score of a block's `rows` (Long[r], block-local): from the size of the
     nucleus's tail (`nucleus_bounds.tail_entropy_bound`, a few sums over each row) where that is
-    given, marked in `coarse`, else from buckets of the weights (`nucleus_buckets.entropy_bound`).
-    Written at those rows of `upper` and `coarse` ([...], the block's slots first). weights, norm,
-    square (Double[r]), exponents: the block's (`_weigh`). A bound holds for any row, so where most
-    rows want one, every row of the block gets one and no rows are copied out."""
+    given, marked in `coarse`, which also raises the row's least nucleus size `least` to the tokens it
+    surely holds; else, where the nucleus holds at least `wide_from` tokens (it is read from buckets),
+    from buckets of the weights (`nucleus_buckets.entropy_bound`). Written at those rows of `upper`,
+    `coarse` and `least` ([...], the block's slots first). weights, norm, square (Double[r]),
+    exponents: the block's (`_weigh`). A bound holds for any row, so where most rows want one, every
+    row of the block gets one and no rows are copied out."""
     if len(rows) == 0:
         return
     if norm.isnan().any():  # a CPU tensor: the bound is made only on the CPU
@@ -468,11 +472,12 @@ def _bound_rows(weights, norm, square, exponents, rows, top_p, upper, coarse) ->
                                             exponents.index_select(0, rows))
     else:
         rows = torch.arange(len(weights), device=weights.device)
-    bound, ok = tail_entropy_bound(weights, exponents, norm, square, top_p,
-                                   scratch("above", weights.shape, weights.dtype))
+    bound, ok, heavy = tail_entropy_bound(weights, exponents, norm, square, top_p,
+                                          scratch("above", weights.shape, weights.dtype))
     upper[rows], coarse[rows] = torch.minimum(upper[rows], bound), ok
-    if (~ok).any():  # a CPU tensor, as above
-        miss = (~ok).nonzero()[:, 0]
+    least[rows] = wide = torch.where(ok, torch.maximum(least[rows], heavy + 1), least[rows])
+    if (miss := ~ok & (wide >= wide_from)).any():  # a CPU tensor, as above
+        miss = miss.nonzero()[:, 0]
         fine = entropy_bound(weights.index_select(0, miss), norm[miss], lambda: exponents.index_select(0, miss), top_p)
         upper[rows[miss]] = torch.minimum(upper[rows[miss]], fine)
 
@@ -493,16 +498,17 @@ def _exponents(values: torch.Tensor, top: torch.Tensor, temperature: float, wide
     return shifted_logits(values, top, temperature, torch.empty(values.shape, dtype=wide, device=values.device))
 
 
-def _read_rest(block, weights, norm, pending, ordered, slots, out, draw=True) -> None:
+def _read_rest(block, weights, norm, pending, ordered, slots, out, draw=True, least=None) -> None:
     """Draw the `pending` rows of a block (block-local, Long[r]; `ordered`: all of them, in order) and
     write them at `slots` (Long[r]) of the outputs: from their top K tokens where the nucleus ends
     inside them, else (on the CPU) from buckets of their weights (`read_bucketed`; draw=False: the
     score only, token -2), else from a sort of all V. out: (u, tokens, scores, score, top_p, tiers,
-    temperature)."""
+    temperature). least: Double[r], a lower bound on each pending row's nucleus size (K is tried only
+    below it), or None to take `_least_size`."""
     u, tokens, scores, score, top_p, tiers, temperature = out
     if len(pending) == 0:  # often every row of the block was a one-token nucleus
         return
-    if tiers:
+    if tiers and least is None:
         least = _least_size(norm, torch.linalg.vector_norm(weights, dim=-1).double().square(), top_p)
         least = least if ordered else least[pending]
     for k in tiers:  # try K only where n may be below K

@@ -33,7 +33,8 @@ def tail_entropy_bound(weights, exponents, norm, square, top_p: float, above: to
     scores it. weights: [r, V] float32 or float64, the top one 1; exponents: their exponents
     (log-weights, the same shape and dtype); norm: Double[r, 1], the weights' totals; square:
     Double[r], the sums of their squares; above: scratch memory of weights' shape and dtype.
-    Returns (Double[r], Bool[r]): the bound and where it is given; elsewhere the bound is +inf.
+    Returns (Double[r], Bool[r], Double[r]): the bound, where it is given (elsewhere the bound is
+    +inf), and how many tokens the nucleus surely holds above its last one (counted where it is given).
 
     Float rounding is allowed for: the float32 sums are off by at most V ulps of their magnitude,
     and the weights' total by as much, which moves the grouping rule's terms by at most that times
@@ -65,4 +66,4 @@ def tail_entropy_bound(weights, exponents, norm, square, top_p: float, above: to
     bound = h / low + (1 - low) * tail / low - entropy / high
     slack = 1e-6 + ulp * (dot.abs() / z + (tail - (1 - high).clamp(min=ulp).log() + 2) / low)
     bound = (bound + slack).clamp_(max=0)
-    return torch.where(ok, bound, math.inf), ok
+    return torch.where(ok, bound, math.inf), ok, count
