@@ -255,7 +255,7 @@ def test_best_reads_only_rows_that_may_be_among_the_best(kind, keep_weights, mon
 
     if not keep_weights:
         monkeypatch.setattr(cat, "_KEPT_ELEMENTS", 0)
-    monkeypatch.setattr(cat, "_BLOCK_ELEMENTS", 64 * 300)  # blocks of 64 rows
+    monkeypatch.setattr(cat, "_LAZY_BLOCK_ELEMENTS", 64 * 300)  # blocks of 64 rows
     b, n, v = 4, 150, 300
     logits = _sharp_rows(b, n, v, 3)
     where = torch.rand(b, n, generator=torch.Generator().manual_seed(4)) < 0.8

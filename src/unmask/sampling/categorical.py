@@ -250,6 +250,10 @@ _SURE_MARGIN = 1e-12
 # weight's exponent, which the float32 exp rounds by up to 1.2e-7; float64 sums round far below it), so a
 # row whose upper bound is below a known score by more cannot beat it
 _BOUND_SLACK = 1e-6
+# `nucleus_draw` with `best` takes its first pass in blocks of this many elements: it only sums over each
+# row, so fewer, larger blocks save small operations (a flat Dream decoding's draws took 4% less time at
+# 2^20 than at 2^19, while reading every row took 11% more)
+_LAZY_BLOCK_ELEMENTS = 2**20
 # `nucleus_draw` with `best` keeps every row's weights between its two passes up to this many elements
 _KEPT_ELEMENTS = 2**24
 
@@ -321,7 +325,6 @@ def nucleus_draw(
     u = torch.rand(m, generator=generator, dtype=torch.float64, device=device) if temperature > 0 else None
     tokens = torch.empty(m, dtype=torch.long, device=device)
     scores = torch.empty(m, dtype=torch.float64, device=device) if score else None
-    rows = max(16, _BLOCK_ELEMENTS // v)
     # the top-K reads are for the CPU, where a sort of V is the cost; on an accelerator the sort is one
     # kernel, and choosing the rows to read again would wait for the device
     reads = top_p < 1 and device.type == "cpu"
@@ -329,6 +332,7 @@ def nucleus_draw(
     wide = torch.float64 if logits.dtype == torch.float64 else torch.float32
     out = (u, tokens, scores, score, top_p, tiers, temperature or 1.0)
     lazy = best is not None and reads
+    rows = max(16, (_LAZY_BLOCK_ELEMENTS if lazy else _BLOCK_ELEMENTS) // v)
     keep = lazy and m * v <= _KEPT_ELEMENTS  # the first pass's weights are read again, not made again
     buffer = _work("weights", (m if keep else min(rows, m), v), wide, device)  # one for every block
     if lazy:
