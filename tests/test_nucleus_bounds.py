@@ -1,18 +1,19 @@
 """Upper bounds on a nucleus's entropy score that let `nucleus_draw` with `best` skip places: from the
-tail's size (`nucleus_bounds.tail_entropy_bound`) and from buckets of the weights
+tokens above a threshold (`nucleus_bounds.threshold_bound`) and from buckets of the weights
 (`nucleus_buckets.entropy_bound`). Each is checked by hand, never below the score the draw computes
 (flat to peaked rows, ties, -inf, float32 and float64), and tight where it is meant to be; and the
 lazy draw reads few more places than it keeps on an untrained model's flat rows."""
 
 import math
 import sys
+from statistics import NormalDist
 
 import pytest
 import torch
 
 from unmask.sampling import nucleus_draw
 from unmask.sampling.categorical import shifted_weights
-from unmask.sampling.nucleus_bounds import tail_entropy_bound
+from unmask.sampling.nucleus_bounds import threshold_bound
 from unmask.sampling.nucleus_buckets import entropy_bound
 
 categorical_module = sys.modules["unmask.sampling.categorical"]
@@ -26,9 +27,9 @@ def weighed(logits, temperature):
     return weights, exponents, norm, torch.linalg.vector_norm(weights, dim=-1).double().square()
 
 
-def tail(logits, temperature, top_p):
+def threshold(logits, temperature, top_p):
     weights, exponents, norm, square = weighed(logits, temperature)
-    return tail_entropy_bound(weights, exponents, norm, square, top_p, torch.empty_like(weights))[:2]
+    return threshold_bound(weights, exponents, norm, square, top_p, torch.empty_like(weights))[:2]
 
 
 def buckets(logits, temperature, top_p):
@@ -36,32 +37,29 @@ def buckets(logits, temperature, top_p):
     return entropy_bound(weights, norm, lambda: exponents, top_p)
 
 
-def h(m):
-    return -(m * math.log(m) + (1 - m) * math.log(1 - m))
-
-
-def test_the_tail_bound_by_hand():
+def test_the_threshold_bound_by_hand():
     """Weights 1, 1, 1/2, 1/2 (total 3), top-p 0.8. The log-normal guess: s^2 = log(4 * 2.5 / 9),
-    log tau = log(3 / 4) + s^2 / 2 + (0.05 - z_0.8) s, tau about 0.61: the two weights 1 are above it,
-    with mass 2/3 < 0.8, so the tail holds at most 2 tokens; H(p) = log 3 + log(2) / 3; m lies in
-    [0.8, min(1, 0.8 + tau / 3)] = [0.8, 1], where h is largest at 0.8. The true score, of the
-    nucleus (1/3, 1/3, 1/6) renormalised, is 2 (0.4 log 0.4) + 0.2 log 0.2, about -1.055."""
+    log tau = log(3 / 4) + s^2 / 2 + (0.1 - z_0.8) s, tau about 0.62: the two weights 1 (exponents 0)
+    are above it, with mass 2/3 < 0.8, so they lie in the nucleus and the rest of it has exponents at
+    most log tau: the bound is (0 - 2 log tau) / 2.4 + log tau - log 2.4, about -0.955. The true score,
+    of the nucleus (1/3, 1/3, 1/6) renormalised, is 2 (0.4 log 0.4) + 0.2 log 0.2, about -1.055."""
     logits = torch.log(torch.tensor([[1.0, 1.0, 0.5, 0.5]], dtype=torch.float64))
-    bound, ok = tail(logits, 1.0, 0.8)
+    bound, ok = threshold(logits, 1.0, 0.8)
     assert ok.tolist() == [True]
-    entropy = math.log(3) + math.log(2) / 3
-    expected = h(0.8) / 0.8 + 0.2 * math.log(2) / 0.8 - entropy  # m at most 1: -H(p) / m at most -H(p)
+    spread = math.sqrt(math.log(4 * 2.5 / 9))
+    log_tau = math.log(3 / 4) + spread**2 / 2 + (0.1 - NormalDist().inv_cdf(0.8)) * spread
+    expected = -2 * log_tau / 2.4 + log_tau - math.log(2.4)
     assert bound.item() == pytest.approx(expected, abs=1e-5)  # and a slack of a few ulps
     exact = 2 * 0.4 * math.log(0.4) + 0.2 * math.log(0.2)
     assert nucleus_draw(logits, 0.8, 1.0, None, "entropy")[1].item() == pytest.approx(exact, abs=1e-12)
-    assert bound.item() > exact
+    assert exact < bound.item() < exact + 0.11
 
 
-def test_the_tail_bound_is_not_given_where_the_mass_above_the_guess_reaches_top_p():
-    """The same weights at top-p 0.5: the guess tau (about 0.80) leaves both weights 1 above it, mass
-    2/3 >= 0.5, so no token count follows; the bound is +inf there."""
+def test_the_threshold_bound_is_not_given_where_the_mass_above_the_guess_reaches_top_p():
+    """The same weights at top-p 0.5: the guess tau (about 0.82) leaves both weights 1 above it, mass
+    2/3 >= 0.5, so they need not all lie in the nucleus; the bound is +inf there."""
     logits = torch.log(torch.tensor([[1.0, 1.0, 0.5, 0.5]], dtype=torch.float64))
-    bound, ok = tail(logits, 1.0, 0.5)
+    bound, ok = threshold(logits, 1.0, 0.5)
     assert ok.tolist() == [False] and bound.item() == math.inf
 
 
@@ -95,20 +93,20 @@ def test_both_bounds_are_never_below_the_score(dtype, temperature, top_p):
     for seed in range(3):
         logits = rows(dtype, seed)
         score = nucleus_draw(logits, top_p, temperature, None, "entropy")[1]
-        bound, ok = tail(logits, temperature, top_p)
+        bound, ok = threshold(logits, temperature, top_p)
         assert (bound[ok] >= score[ok]).all() and (bound[~ok] == math.inf).all()
         assert (buckets(logits, temperature, top_p) >= score).all()
 
 
 def test_the_bounds_are_tight_on_an_untrained_models_flat_rows():
-    """Gaussian logits of std 0.3 at Dream's T 0.2, top-p 0.95 (half of V in the nucleus): the tail bound
-    is given for every row and within 0.03 of the score; the bucket bound within 0.003 (a bucket spans
-    log(9/8) = 0.118 nats and the edge bucket holds a few percent of the nucleus). The scores themselves
-    spread by about 0.07, so either bound tells most rows apart."""
+    """Gaussian logits of std 0.3 at Dream's T 0.2, top-p 0.95 (half of V in the nucleus): the threshold
+    bound is given for every row and within 0.006 of the score, the bucket bound within 0.003 (a
+    bucket spans log(9/8) = 0.118 nats and the edge bucket holds a few percent of the nucleus). The
+    scores themselves spread by about 0.07, so either bound tells most rows apart."""
     logits = torch.randn(128, 1024, generator=torch.Generator().manual_seed(0)) * 0.3
     score = nucleus_draw(logits, 0.95, 0.2, None, "entropy")[1]
-    bound, ok = tail(logits, 0.2, 0.95)
-    assert ok.all() and (bound - score).max() < 0.03
+    bound, ok = threshold(logits, 0.2, 0.95)
+    assert ok.all() and (bound - score).max() < 0.006
     assert (buckets(logits, 0.2, 0.95) - score).max() < 0.003
     assert score.std() > 0.04
 
@@ -131,3 +129,23 @@ def test_the_lazy_draw_reads_few_places_beyond_those_it_keeps(monkeypatch):
     assert torch.equal(lazy[0][drawn], full[0][drawn]) and torch.equal(lazy[1][drawn], full[1][drawn])
     for b in range(4):
         assert set(full[1][b].topk(21).indices.tolist()) <= set(drawn[b].nonzero()[:, 0].tolist())
+
+
+def test_a_nucleus_under_64_tokens_is_still_read_from_its_top_64(monkeypatch):
+    """Gaussian logits of std 1 over V = 80 at T 1, top-p 0.95: nuclei of 53 to 63 tokens. The threshold
+    bound is given and counts fewer tokens above its threshold than the nucleus holds, so the rows are
+    still read from their top 64 (no bucket read), with the tokens and scores of the draw without
+    `best`."""
+    logits = torch.randn(1, 8, 80, generator=torch.Generator().manual_seed(0))
+    bound, ok = threshold(logits[0], 1.0, 0.95)
+    assert ok.all()
+    seen = []
+    original = categorical_module.read_bucketed
+    monkeypatch.setattr(categorical_module, "read_bucketed",
+                        lambda rows, *a: seen.append(len(rows)) or original(rows, *a))
+    lazy = nucleus_draw(logits, 0.95, 1.0, torch.Generator().manual_seed(1), "entropy", best=torch.tensor([3]))
+    full = nucleus_draw(logits, 0.95, 1.0, torch.Generator().manual_seed(1), "entropy")
+    assert not seen
+    drawn = lazy[0] >= 0
+    assert drawn.sum() >= 3
+    assert torch.equal(lazy[0][drawn], full[0][drawn]) and torch.equal(lazy[1][drawn], full[1][drawn])

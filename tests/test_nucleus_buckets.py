@@ -132,7 +132,7 @@ def test_best_draws_only_the_places_it_keeps(kind):
     margin does not depend on the draw: places read from buckets after the first get their scores
     first and are drawn only if among the best[b], so exactly best[b] places are drawn (no ties among
     these scores). The entropy's bounds are tight: the places read are drawn at once, few beyond the
-    best[b] (under a tenth more, and none where every place is kept)."""
+    best[b] (best[b] // 8 + 2 more are read first, and hardly any after them)."""
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(4, 200, 1024, generator=g) * 0.3
     best = torch.tensor([0, 5, 50, 200])
@@ -142,7 +142,8 @@ def test_best_draws_only_the_places_it_keeps(kind):
     if kind == "margin":
         assert drawn.sum(1).tolist() == best.tolist()
     else:
-        assert drawn[0].sum() == 0 and drawn[3].all() and drawn[1:3].sum() <= 1.1 * best[1:3].sum() + 4
+        assert drawn[0].sum() == 0 and drawn[3].all()
+        assert (drawn[1:3].sum(1) <= best[1:3] + best[1:3] // 8 + 4).all()  # best[b] // 8 + 2 more are read first
     assert torch.equal(lazy[0][drawn], full[0][drawn]) and torch.equal(lazy[1][drawn], full[1][drawn])
     for b in range(1, 4):
         assert set(full[1][b].topk(int(best[b])).indices.tolist()) <= set(drawn[b].nonzero()[:, 0].tolist())

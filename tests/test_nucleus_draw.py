@@ -281,19 +281,21 @@ def test_best_reads_only_rows_that_may_be_among_the_best(kind, keep_weights, mon
 
 
 def test_best_skips_rows_below_the_one_token_nuclei_by_hand():
-    """One batch row, three places: two whose top token alone holds 0.95 of the mass at T = 1, one
-    with two equal tokens. Keeping 2, the pair is not read (negative entropy at most log(0.5 / 0.95)
-    < 0, theirs 0); keeping 3 it is, with entropy log 2."""
-    logits = torch.full((1, 3, 6), -30.0)
-    logits[0, 0, 1] = logits[0, 1, 4] = 0.0
-    logits[0, 2, 2] = logits[0, 2, 5] = 0.0
+    """One batch row, six places: five whose top token alone holds 0.95 of the mass at T = 1, one with
+    two equal tokens. Keeping 2 (and reading first the 2 + 2 rows of highest bounds, all one-token
+    nuclei), the pair is not read (negative entropy at most log(0.5 / 0.95) < 0, theirs 0); keeping 6
+    it is, with entropy log 2."""
+    logits = torch.full((1, 6, 6), -30.0)
+    for place in range(5):
+        logits[0, place, place] = 0.0
+    logits[0, 5, 2] = logits[0, 5, 5] = 0.0
     tokens, scores = nucleus_draw(logits, 0.95, 1.0, torch.Generator().manual_seed(0), "entropy",
                                   best=torch.tensor([2]))
-    assert tokens.tolist() == [[1, 4, -1]] and scores[0, 2] == float("-inf")
-    assert scores[0, :2].abs().max() < 1e-12
+    assert tokens.tolist() == [[0, 1, 2, 3, 4, -1]] and scores[0, 5] == float("-inf")
+    assert scores[0, :5].abs().max() < 1e-12
     tokens, scores = nucleus_draw(logits, 0.95, 1.0, torch.Generator().manual_seed(0), "entropy",
-                                  best=torch.tensor([3]))
-    assert tokens[0, 2] in (2, 5) and abs(scores[0, 2].item() + math.log(2)) < 1e-9
+                                  best=torch.tensor([6]))
+    assert tokens[0, 5] in (2, 5) and abs(scores[0, 5].item() + math.log(2)) < 1e-9
 
 
 def test_best_must_come_with_a_score_and_one_count_per_batch_row():

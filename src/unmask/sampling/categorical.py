@@ -12,9 +12,11 @@ weight would turn subnormal) and 708 for float64 logits.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from .nucleus_bounds import tail_entropy_bound
+from .nucleus_bounds import threshold_bound
 from .nucleus_buckets import entropy_bound, read_bucketed
 from .scratch import scratch
 
@@ -294,18 +296,18 @@ def nucleus_draw(
     before any top-K read or sort, and the nucleus's mass m is at least top_p, so each score is at most
     a bound (`score_bound`): probability and margin at most min(1, p1 / top_p), negative entropy at most
     log(p1 / top_p) and log(sum p^2 / top_p^2) (min- and collision entropy bound it from below), and at
-    most 0. For the entropy, a row whose nucleus is surely larger than the top-K reads is bounded more
-    tightly from the size of its tail (`nucleus_bounds.tail_entropy_bound`: a few sums over the row,
-    within about 0.02 nats on an untrained model's flat rows), or, where that is not given, from
-    buckets of its weights (`nucleus_buckets.entropy_bound`, within log(9/8) times the edge bucket's
-    share). In each batch row the best[b] rows with the highest bounds (a one-token nucleus: its exact
-    score) are read and drawn first; the best[b]-th of their scores, t, is a floor of the kept scores,
-    so only the rows whose bound reaches t are read after them, those bounded from their tail only
-    bounded from their buckets first. The rest cannot be kept: token -1, score -inf. A margin does not
-    depend on the draw, so rows read after the first from buckets for a margin are scored first and
-    drawn only if their score is among their batch row's best[b] of all the scores read (ties
-    included); the others also get token -1 and score -inf. Every row read has the token and score it
-    has without `best`, and the uniforms are drawn as without it.
+    most 0. For the entropy, a row whose nucleus may hold 8 tokens or more is bounded more tightly from
+    the tokens above a threshold guessed near its nucleus's edge (`nucleus_bounds.threshold_bound`: a
+    few sums over the row, within about 0.002 nats on an untrained model's flat rows), or, where that
+    is not given and the nucleus is surely larger than the top-K reads, from buckets of its weights
+    (`nucleus_buckets.entropy_bound`, within log(9/8) times the edge bucket's share). In each batch
+    row the best[b] rows with the highest bounds (a one-token nucleus: its exact score) are read and
+    drawn first; the best[b]-th of their scores, t, is a floor of the kept scores, so only the rows
+    whose bound reaches t are read after them. The rest cannot be kept: token -1, score -inf. A
+    margin does not depend on the draw, so rows read after the first from buckets for a margin are
+    scored first and drawn only if their score is among their batch row's best[b] of all the scores
+    read (ties included); the others also get token -1 and score -inf. Every row read has the token
+    and score it has without `best`, and the uniforms are drawn as without it.
     """
     if not temperature >= 0:  # NaN too
         raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -339,7 +341,6 @@ def nucleus_draw(
         later, norms = [], torch.empty(m, 1, dtype=torch.float64, device=device)
         squares = torch.empty(m, dtype=torch.float64, device=device) if score == "entropy" else None
         upper = torch.full((m,), float("inf"), dtype=torch.float64, device=device)
-        coarse = torch.zeros(m, dtype=torch.bool, device=device)  # bounded only from the tail's size
         leasts = torch.empty(m, dtype=torch.float64, device=device) if squares is not None else None
     for lo in range(0, m, rows):
         block = flat[lo : lo + rows] if index is None else flat.index_select(0, index[lo : lo + rows])
@@ -367,7 +368,7 @@ def nucleus_draw(
                     if tiers:  # rows whose nucleus may be large get a bound of their own
                         least = leasts[lo : lo + len(block)] = _least_size(norm, square, top_p)
                         _bound_rows(weights, norm, square, exponents, pending[least[pending] >= tiers[0]], top_p,
-                                    upper[lo:], coarse[lo:], leasts[lo:], tiers[-1])
+                                    upper[lo:], leasts[lo:], tiers[-1])
                 continue
         _read_rest(block, weights, norm, pending, ordered, lo + pending, out)
     if lazy:
@@ -386,34 +387,28 @@ def nucleus_draw(
                 _read_rest(block, weights, norm, torch.arange(len(block), device=device), True, slots, out, draw,
                            None if leasts is None else leasts[slots])
 
-        def refine(at):
-            for slots, block, weights, norm in weighed(at):
-                exponents = shifted_logits(block, block.amax(-1, keepdim=True), temperature or 1.0,
-                                           scratch("exponents", block.shape, weights.dtype))
-                upper[slots] = torch.minimum(upper[slots], entropy_bound(weights, norm, lambda e=exponents: e, top_p))
-
         batch = (torch.arange(m, device=device) if index is None else index) // logits.shape[1]
         squared = None if squares is None else squares[rest] / norms[rest, 0].square()
         bound = torch.minimum(score_bound(score, 1 / norms[rest, 0], squared, top_p), upper[rest])
         known = scores.index_copy(0, rest, bound)  # the one-token nuclei's scores, the others' bounds
-        first = _ranks_in_groups(known, batch, logits.shape[0]) < best.to(device)[batch]
+        count = best.to(device)
+        # a few rows more than best[b] are read first: with tight bounds the rows that would be read second
+        # are most often among them, and a second read is then not needed
+        first = _ranks_in_groups(known, batch, logits.shape[0]) < (count + (count > 0) * (count // 8 + 2))[batch]
         # a margin or an entropy does not depend on the draw: the margin's rows read second get their score
         # first (token -2), their draw only if among their batch row's best[b] scores
         after = score == "margin"
         read(rest[first[rest]], draw=not after)  # most of these are kept
-        # t: each batch row's lowest score among its first best[b], all read now (+inf: none wanted)
-        floor = torch.full((logits.shape[0],), float("inf"), dtype=torch.float64, device=device)
-        floor.scatter_reduce_(0, batch[first], scores[first], "amin")
+        # t: each batch row's best[b]-th score among those read first (+inf: none wanted), a floor of the kept
+        top = first & (_ranks_in_groups(torch.where(first, scores, -math.inf), batch, logits.shape[0]) < count[batch])
+        floor = torch.full((logits.shape[0],), math.inf, dtype=torch.float64, device=device)
+        floor.scatter_reduce_(0, batch[top], scores[top], "amin")
         second = ~first[rest] & (bound >= floor[batch[rest]] - _BOUND_SLACK)
-        if squares is not None and tiers:  # rows bounded only from their tail's size get a bound from buckets
-            refine(rest[second & coarse[rest]])
-            bound = torch.minimum(bound, upper[rest])
-            second &= bound >= floor[batch[rest]] - _BOUND_SLACK
         read(rest[second], draw=not after)  # the entropy's bounds are tight: most of these are kept too
         skipped = rest[~first[rest] & ~second]
         tokens[skipped], scores[skipped] = -1, float("-inf")
         if after and (undrawn := tokens == -2).any():  # a CPU tensor: buckets are read only on the CPU
-            chosen = _ranks_in_groups(scores, batch, logits.shape[0]) < best.to(device)[batch]
+            chosen = _ranks_in_groups(scores, batch, logits.shape[0]) < count[batch]
             floor = torch.full_like(floor, float("inf")).scatter_reduce_(0, batch[chosen], scores[chosen], "amin")
             wanted = undrawn & (scores >= floor[batch])
             read(wanted.nonzero()[:, 0])
@@ -458,15 +453,15 @@ def _least_size(norm: torch.Tensor, square: torch.Tensor, top_p: float) -> torch
     return torch.maximum(least, least.square() / square)
 
 
-def _bound_rows(weights, norm, square, exponents, rows, top_p, upper, coarse, least, wide_from) -> None:
-    """Bound the entropy score of a block's `rows` (Long[r], block-local): from the size of the
-    nucleus's tail (`nucleus_bounds.tail_entropy_bound`, a few sums over each row) where that is
-    given, marked in `coarse`, which also raises the row's least nucleus size `least` to the tokens it
-    surely holds; else, where the nucleus holds at least `wide_from` tokens (it is read from buckets),
-    from buckets of the weights (`nucleus_buckets.entropy_bound`). Written at those rows of `upper`,
-    `coarse` and `least` ([...], the block's slots first). weights, norm, square (Double[r]),
-    exponents: the block's (`_weigh`). A bound holds for any row, so where most rows want one, every
-    row of the block gets one and no rows are copied out."""
+def _bound_rows(weights, norm, square, exponents, rows, top_p, upper, least, wide_from) -> None:
+    """Bound the entropy score of a block's `rows` (Long[r], block-local): from the tokens above a
+    threshold (`nucleus_bounds.threshold_bound`, a few sums over each row) where that is given, which
+    also raises the row's least nucleus size `least` to the tokens it surely holds; else, where the
+    nucleus holds at least `wide_from` tokens (it is read from buckets), from buckets of the weights
+    (`nucleus_buckets.entropy_bound`). Written at those rows of `upper` and `least` ([...], the block's
+    slots first). weights, norm, square (Double[r]), exponents: the block's (`_weigh`). A bound holds
+    for any row, so where most rows want one, every row of the block gets one and no rows are copied
+    out."""
     if len(rows) == 0:
         return
     if norm.isnan().any():  # a CPU tensor: the bound is made only on the CPU
@@ -476,9 +471,9 @@ def _bound_rows(weights, norm, square, exponents, rows, top_p, upper, coarse, le
                                             exponents.index_select(0, rows))
     else:
         rows = torch.arange(len(weights), device=weights.device)
-    bound, ok, heavy = tail_entropy_bound(weights, exponents, norm, square, top_p,
-                                          scratch("above", weights.shape, weights.dtype))
-    upper[rows], coarse[rows] = torch.minimum(upper[rows], bound), ok
+    bound, ok, heavy = threshold_bound(weights, exponents, norm, square, top_p,
+                                       scratch("above", weights.shape, weights.dtype))
+    upper[rows] = torch.minimum(upper[rows], bound)
     least[rows] = wide = torch.where(ok, torch.maximum(least[rows], heavy + 1), least[rows])
     if (miss := ~ok & (wide >= wide_from)).any():  # a CPU tensor, as above
         miss = miss.nonzero()[:, 0]
