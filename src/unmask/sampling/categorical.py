@@ -343,7 +343,11 @@ def nucleus_draw(
         upper = torch.full((m,), float("inf"), dtype=torch.float64, device=device)
         leasts = torch.empty(m, dtype=torch.float64, device=device) if squares is not None else None
     for lo in range(0, m, rows):
-        block = flat[lo : lo + rows] if index is None else flat.index_select(0, index[lo : lo + rows])
+        if index is None:
+            block = flat[lo : lo + rows]
+        else:  # copied into working memory: fresh memory is slower to touch than to copy into
+            at = index[lo : lo + rows]
+            block = torch.index_select(flat, 0, at, out=_work("logits", (len(at), v), flat.dtype, device))
         # the entropy's lazy read bounds rows from their weights and exponents, made together
         exponents = scratch("exponents", block.shape, wide) if lazy and score == "entropy" else None
         weights, norm = _weigh(block, temperature, buffer[lo:] if keep else buffer, exponents)

@@ -50,10 +50,11 @@ def threshold_bound(weights, exponents, norm, square, top_p: float, above: torch
     spread = torch.log(v * square / z.square()).clamp_(min=0).sqrt_()
     level = (z / v).log() + spread.square() / 2 + (_ABOVE_EDGE - NormalDist().inv_cdf(top_p)) * spread
     tau = level.exp().clamp_(max=1)
+    # in place in `above` (a product made by vecdot would be fresh memory, slower to touch than to sum)
     torch.gt(weights, tau[:, None].to(weights.dtype), out=above)
-    heavy = torch.linalg.vecdot(weights, above).double()  # W_A
     count = above.sum(-1, dtype=torch.float64) if v >= 2**24 else above.sum(-1).double()  # float32 counts to 2^24
-    terms = torch.linalg.vecdot(weights, above.mul_(exponents)).double()  # S_A
+    heavy = above.mul_(weights).sum(-1).double()  # W_A
+    terms = above.mul_(exponents).sum(-1).double()  # S_A
     # A lies in the nucleus where its mass, read with the float64 sums of the draw, is below top_p
     ok = heavy < top_p * z * (1 - ulp - 1e-12)
     log_tau = tau.log()
