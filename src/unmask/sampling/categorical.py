@@ -336,7 +336,7 @@ def nucleus_draw(
     lazy = best is not None and reads
     rows = max(16, (_LAZY_BLOCK_ELEMENTS if lazy else _BLOCK_ELEMENTS) // v)
     keep = lazy and m * v <= _KEPT_ELEMENTS  # the first pass's weights are read again, not made again
-    buffer = _work("weights", (m if keep else min(rows, m), v), wide, device)  # one for every block
+    buffer = torch.empty((m if keep else min(rows, m), v), dtype=wide, device=device)  # one for every block
     if lazy:
         later, norms = [], torch.empty(m, 1, dtype=torch.float64, device=device)
         squares = torch.empty(m, dtype=torch.float64, device=device) if score == "entropy" else None
@@ -378,16 +378,12 @@ def nucleus_draw(
     if lazy:
         rest = torch.cat(later)
 
-        def weighed(at):  # the rows `at` (slots) a block at a time, their weights kept or made again
+        def read(at, draw=True):  # the rows `at` (slots), from the kept weights or made again
             for lo in range(0, len(at), rows):
                 slots = at[lo : lo + rows]
                 block = flat.index_select(0, slots if index is None else index[slots])
                 weights, norm = (buffer.index_select(0, slots), norms[slots]) if keep else \
                     _weigh(block, temperature, buffer)
-                yield slots, block, weights, norm
-
-        def read(at, draw=True):
-            for slots, block, weights, norm in weighed(at):
                 _read_rest(block, weights, norm, torch.arange(len(block), device=device), True, slots, out, draw,
                            None if leasts is None else leasts[slots])
 
