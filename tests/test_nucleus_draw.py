@@ -335,3 +335,21 @@ def test_the_score_bound_by_hand():
     p1, squared = torch.tensor([0.5], dtype=torch.float64), torch.tensor([0.25 + 10 * 0.0025], dtype=torch.float64)
     assert score_bound("entropy", p1, squared, 0.95).item() == pytest.approx(math.log(0.275 / 0.95**2), rel=1e-12)
     assert score_bound("entropy", p1, None, 0.95).item() == pytest.approx(math.log(0.5 / 0.95), rel=1e-12)
+
+
+def test_kth_largest_in_each_batch_row_by_hand():
+    """`_kth_largest`: batch row 0 holds 3.0, 1.0, 2.0 at places 0, 2, 3 of N = 4, row 1 holds 5.0 and
+    5.0 (a tie) and row 2 nothing: the 2nd largest of row 0 is 2.0, the 2nd of row 1 is 5.0 (ties
+    count), k = 0 gives +inf, more than a row holds -inf, and k beyond N is taken as N."""
+    from unmask.sampling.categorical import _kth_largest
+
+    values = torch.tensor([3.0, 1.0, 2.0, 5.0, 5.0], dtype=torch.float64)
+    batch = torch.tensor([0, 0, 0, 1, 1])
+    place = torch.tensor([0, 2, 3, 1, 2])
+    kth = lambda *k: _kth_largest(values, batch, place, (3, 4), torch.tensor(k)).tolist()  # noqa: E731
+    assert kth(2, 2, 1) == [2.0, 5.0, -math.inf]
+    assert kth(0, 3, 0) == [math.inf, -math.inf, math.inf]
+    assert kth(1, 1, 9) == [3.0, 5.0, -math.inf]
+    assert kth(3, 9, 2) == [1.0, -math.inf, -math.inf]
+    full = _kth_largest(values[:3], batch[:3], torch.tensor([0, 1, 2]), (1, 3), torch.tensor([7]))
+    assert full.tolist() == [1.0]  # k > N = 3: the smallest, every value at or above it

@@ -387,30 +387,28 @@ def nucleus_draw(
                 _read_rest(block, weights, norm, torch.arange(len(block), device=device), True, slots, out, draw,
                            None if leasts is None else leasts[slots])
 
-        batch = (torch.arange(m, device=device) if index is None else index) // logits.shape[1]
+        place = torch.arange(m, device=device) if index is None else index  # in the flat [B * N] view
+        batch, place, grid = place // logits.shape[1], place % logits.shape[1], logits.shape[:2]
         squared = None if squares is None else squares[rest] / norms[rest, 0].square()
         bound = torch.minimum(score_bound(score, 1 / norms[rest, 0], squared, top_p), upper[rest])
         known = scores.index_copy(0, rest, bound)  # the one-token nuclei's scores, the others' bounds
         count = best.to(device)
         # a few rows more than best[b] are read first: with tight bounds the rows that would be read second
         # are most often among them, and a second read is then not needed
-        first = _ranks_in_groups(known, batch, logits.shape[0]) < (count + (count > 0) * (count // 8 + 2))[batch]
+        first = known >= _kth_largest(known, batch, place, grid, count + (count > 0) * (count // 8 + 2))[batch]
         # a margin or an entropy does not depend on the draw: the margin's rows read second get their score
         # first (token -2), their draw only if among their batch row's best[b] scores
         after = score == "margin"
         read(rest[first[rest]], draw=not after)  # most of these are kept
-        # t: each batch row's best[b]-th score among those read first (+inf: none wanted), a floor of the kept
-        top = first & (_ranks_in_groups(torch.where(first, scores, -math.inf), batch, logits.shape[0]) < count[batch])
-        floor = torch.full((logits.shape[0],), math.inf, dtype=torch.float64, device=device)
-        floor.scatter_reduce_(0, batch[top], scores[top], "amin")
+        # t: each batch row's best[b]-th score among those read first (+inf: none wanted; -inf: all were
+        # read), a floor of the kept scores
+        floor = _kth_largest(torch.where(first, scores, -math.inf), batch, place, grid, count)
         second = ~first[rest] & (bound >= floor[batch[rest]] - _BOUND_SLACK)
         read(rest[second], draw=not after)  # the entropy's bounds are tight: most of these are kept too
         skipped = rest[~first[rest] & ~second]
         tokens[skipped], scores[skipped] = -1, float("-inf")
         if after and (undrawn := tokens == -2).any():  # a CPU tensor: buckets are read only on the CPU
-            chosen = _ranks_in_groups(scores, batch, logits.shape[0]) < count[batch]
-            floor = torch.full_like(floor, float("inf")).scatter_reduce_(0, batch[chosen], scores[chosen], "amin")
-            wanted = undrawn & (scores >= floor[batch])
+            wanted = undrawn & (scores >= _kth_largest(scores, batch, place, grid, count)[batch])
             read(wanted.nonzero()[:, 0])
             unwanted = undrawn & ~wanted
             tokens[unwanted], scores[unwanted] = -1, float("-inf")
@@ -481,15 +479,14 @@ def _bound_rows(weights, norm, square, exponents, rows, top_p, upper, least, wid
         upper[rows[miss]] = torch.minimum(upper[rows[miss]], fine)
 
 
-def _ranks_in_groups(values: torch.Tensor, groups: torch.Tensor, count: int) -> torch.Tensor:
-    """Long[M]: each value's rank (0: the largest) among the values of its group. values: [M]; groups:
-    Long[M] in [0, count)."""
-    order = values.argsort(descending=True, stable=True)
-    order = order[groups[order].argsort(stable=True)]  # by group, then by value, largest first
-    sizes = torch.bincount(groups, minlength=count)
-    starts = sizes.cumsum(0) - sizes
-    place = torch.arange(len(values), device=values.device) - starts[groups[order]]
-    return torch.empty_like(place).index_copy_(0, order, place)
+def _kth_largest(values: torch.Tensor, batch: torch.Tensor, place: torch.Tensor, grid: tuple[int, int],
+                 k: torch.Tensor) -> torch.Tensor:
+    """Double[B]: the k[b]-th largest of the values of batch row b, k[b] taken as at most N (+inf where
+    k[b] is 0, -inf where the row has fewer values). values: [M]; batch, place: Long[M], each value's
+    place in the [B, N] grid; k: Long[B]."""
+    padded = torch.full(grid, -math.inf, dtype=values.dtype, device=values.device).index_put_((batch, place), values)
+    ranked = padded.sort(dim=1, descending=True).values
+    return torch.where(k > 0, ranked.gather(1, (k - 1).clamp(0, grid[1] - 1)[:, None])[:, 0], math.inf)
 
 
 def _exponents(values: torch.Tensor, top: torch.Tensor, temperature: float, wide: torch.dtype) -> torch.Tensor:
