@@ -119,11 +119,13 @@ def test_bucket_scores_equal_the_confidence_of_the_nucleus(kind):
     assert (score - reference).abs().max() < tolerance
 
 
-def test_nan_logits_are_refused():
-    logits = torch.randn(3, 200) * 0.3
-    logits[1, 5] = float("nan")
+@pytest.mark.parametrize("keep", [None, 1, 8])  # every place; a count of places to keep
+def test_nan_logits_are_refused(keep):
+    logits = torch.randn(2, 8, 200) * 0.3
+    logits[1, 3, 5] = float("nan")
+    best = None if keep is None else torch.tensor([keep, keep])
     with pytest.raises(ValueError, match="NaN"):
-        nucleus_draw(logits, 0.9, 1.0, torch.Generator().manual_seed(0), "entropy")
+        nucleus_draw(logits, 0.9, 1.0, torch.Generator().manual_seed(0), "entropy", best=best)
 
 
 @pytest.mark.parametrize("kind", ["margin", "entropy"])

@@ -285,7 +285,7 @@ def test_best_skips_rows_below_the_one_token_nuclei_by_hand():
     two equal tokens. Keeping 2 (and reading first the 2 + 2 rows of highest bounds, all one-token
     nuclei), the pair is not read (negative entropy at most log(0.5 / 0.95) < 0, theirs 0); keeping 6
     it is, with entropy log 2."""
-    logits = torch.full((1, 6, 6), -30.0)
+    logits = torch.full((1, 6, 12), -30.0)  # V > 8: the places' bounds are read (below, all are sorted)
     for place in range(5):
         logits[0, place, place] = 0.0
     logits[0, 5, 2] = logits[0, 5, 5] = 0.0

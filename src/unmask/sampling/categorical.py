@@ -280,7 +280,8 @@ def nucleus_draw(
     their scores equal the sort's to float64 rounding (1e-13 relative, tested) and their token too
     unless a sum lies within that of top_p or of the draw's target. The entropy reads each log p as
     its weight's exponent minus log(total): no log per token, and within 1.2e-7 of the entropy of the
-    weights as the float32 exp rounds them. Logits with NaN are refused (ValueError) on the CPU.
+    weights as the float32 exp rounds them. Logits with NaN are refused (ValueError) on the CPU from V = 9
+    (below, every row is sorted whole and NaN is not looked for).
     Temperature 0: no scaling and the most likely token (the first, as argmax breaks ties). One float64
     uniform per row, as `categorical`; the same u picks a token by the CDF of the sorted nucleus, so
     draws match `categorical(nucleus(...))` in distribution, not token for token.
@@ -291,8 +292,8 @@ def nucleus_draw(
     row-major order, as `nucleus_draw(logits[where], ...)` would, without copying the logits.
 
     best: Long[B], for logits [B, N, V] and a score: the caller keeps only the best[b] highest scores of
-    batch row b (as Dream's greedy choice of places does), so on the CPU a row is read only if it may be
-    among them. Every row's most likely token has probability p1 = 1 / (its weights' total), known
+    batch row b (as Dream's greedy choice of places does), so on the CPU (V > 8) a row is read only if
+    it may be among them. Every row's most likely token has probability p1 = 1 / (its weights' total), known
     before any top-K read or sort, and the nucleus's mass m is at least top_p, so each score is at most
     a bound (`score_bound`): probability and margin at most min(1, p1 / top_p), negative entropy at most
     log(p1 / top_p) and log(sum p^2 / top_p^2) (min- and collision entropy bound it from below), and at
@@ -333,7 +334,7 @@ def nucleus_draw(
     tiers = [k for k in _NUCLEUS_TOP_K if k < v] if reads else []
     wide = torch.float64 if logits.dtype == torch.float64 else torch.float32
     out = (u, tokens, scores, score, top_p, tiers, temperature or 1.0)
-    lazy = best is not None and reads
+    lazy = best is not None and bool(tiers)  # below 9 tokens every row is sorted whole
     rows = max(16, (_LAZY_BLOCK_ELEMENTS if lazy else _BLOCK_ELEMENTS) // v)
     keep = lazy and m * v <= _KEPT_ELEMENTS  # the first pass's weights are read again, not made again
     buffer = torch.empty((m if keep else min(rows, m), v), dtype=wide, device=device)  # one for every block
@@ -369,10 +370,10 @@ def nucleus_draw(
                 norms[lo : lo + len(block)] = norm
                 if squares is not None:
                     squares[lo : lo + len(block)] = square = torch.linalg.vector_norm(weights, dim=-1).double().square()
-                    if tiers:  # rows whose nucleus may be large get a bound of their own
-                        least = leasts[lo : lo + len(block)] = _least_size(norm, square, top_p)
-                        _bound_rows(weights, norm, square, exponents, pending[least[pending] >= tiers[0]], top_p,
-                                    upper[lo:], leasts[lo:], tiers[-1])
+                    # rows whose nucleus may be large get a bound of their own
+                    least = leasts[lo : lo + len(block)] = _least_size(norm, square, top_p)
+                    _bound_rows(weights, norm, square, exponents, pending[least[pending] >= tiers[0]], top_p,
+                                upper[lo:], leasts[lo:], tiers[-1])
                 continue
         _read_rest(block, weights, norm, pending, ordered, lo + pending, out)
     if lazy:
