@@ -42,7 +42,7 @@ def threshold_bound(weights, exponents, norm, square, top_p: float, above: torch
 
     Float rounding is allowed for: each float32 sum is off by at most V ulps of its magnitude, and an
     exponent exceeds the log of its float32 weight by at most a few ulps."""
-    r, v = weights.shape
+    v = weights.shape[1]
     z = norm[:, 0]
     ulp = v * torch.finfo(weights.dtype).eps / 2
     # log-normal model: log w ~ N(mu, s^2) gives s^2 = log(V sum w^2 / (sum w)^2) and an edge at the
